@@ -1,0 +1,102 @@
+"""Reading a store for analysis, and the 'default settings' every headline figure restricts to.
+
+Imports pandas and the store only: analysis runs where torch and ray are not installed.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple, Union
+
+import pandas as pd
+
+from orchestrator.store import TABLES, ResultsStore, StoreError
+from trainables.specs import DEFAULT_SYNFLOW_ITERATIONS
+
+DEFAULT_PRUNE_MODE = "eval"
+DEFAULT_SCOPE = "global"
+DEFAULT_SCHEDULE = "exponential"
+
+
+@dataclass
+class Results:
+    location: str
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+    layers: pd.DataFrame
+    problems: List[str] = field(default_factory=list)
+
+
+def load_results(uri: Union[str, "os.PathLike[str]"]) -> Results:
+    """All three tables; StoreError (one line) when the store is absent or holds no readable trial."""
+    store = ResultsStore(uri)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the skipped files are kept in store.problems instead
+        frames: Dict[str, pd.DataFrame] = {table: store.read(table) for table in TABLES}
+    if frames["trials"].empty:
+        if not store.exists():
+            raise StoreError(f"store {store} does not exist")
+        skipped = f" ({len(store.problems)} unreadable file(s) skipped)" if store.problems else ""
+        raise StoreError(f"store {store} has no finished trials yet{skipped}")
+    return Results(str(store), frames["trials"], frames["epochs"], frames["layers"], list(store.problems))
+
+
+def algorithm_default_iterations(algorithm: str) -> int:
+    return DEFAULT_SYNFLOW_ITERATIONS if algorithm == "synflow" else 1
+
+
+def most_common_iterations(trials: pd.DataFrame) -> Dict[str, int]:
+    """Per algorithm, the iteration count with the most trials; ties go to the algorithm's default, else the fewest."""
+    chosen = {}
+    for algorithm, group in trials.groupby("algorithm", sort=True):
+        counts = group["iterations"].value_counts()
+        tied = sorted(int(i) for i in counts[counts == counts.max()].index)
+        default = algorithm_default_iterations(str(algorithm))
+        chosen[str(algorithm)] = default if default in tied else tied[0]
+    return chosen
+
+
+def most_common_epochs(trials: pd.DataFrame) -> Dict[Tuple[str, str], int]:
+    """Per (model, dataset), the most common training length among trained trials; ties go to the longest."""
+    trained = trials[(trials["status"] == "completed") & trials["final_top1"].notna()]
+    chosen = {}
+    for key, group in trained.groupby(["model", "dataset"], sort=True):
+        counts = group["epochs"].value_counts()
+        chosen[(str(key[0]), str(key[1]))] = int(max(counts[counts == counts.max()].index))
+    return chosen
+
+
+def default_settings(trials: pd.DataFrame, same_training: bool = True) -> Tuple[pd.DataFrame, str]:
+    """The trials run with the default pruning settings, and a one-line description of the choice.
+
+    Variants (train-mode scoring, local scope, linear schedules, other
+    iteration counts) would otherwise be averaged into the headline curves.
+    With `same_training`, trained trials of a (model, dataset) are also
+    restricted to its most common number of epochs, so a short smoke-test run
+    is not averaged with the full recipe; untrained trials are kept.
+    """
+    selected = trials[(trials["prune_mode"] == DEFAULT_PRUNE_MODE) & (trials["scope"] == DEFAULT_SCOPE)
+                      & (trials["schedule"] == DEFAULT_SCHEDULE)]
+    iterations = most_common_iterations(selected)
+    wanted = selected["algorithm"].map(iterations)
+    selected = selected[selected["iterations"] == wanted]
+    text = (f"{DEFAULT_PRUNE_MODE}-mode scoring, {DEFAULT_SCOPE} scope, {DEFAULT_SCHEDULE} schedule; iterations: "
+            + ", ".join(f"{a} {n}" for a, n in iterations.items()))
+    if same_training:
+        epochs = most_common_epochs(selected)
+        selected = restrict_to_common_training(selected)
+        if len(set(epochs.values())) == 1:
+            text += f"; {next(iter(epochs.values()))} epochs"
+        elif epochs:
+            text += "; most common epochs per panel"
+    return selected, text
+
+
+def restrict_to_common_training(trials: pd.DataFrame) -> pd.DataFrame:
+    """Drop trained trials whose length differs from the most common one of their (model, dataset)."""
+    epochs = most_common_epochs(trials)
+    is_trained = trials["status"].eq("completed") & trials["final_top1"].notna()
+    wanted = pd.Series([epochs.get((m, d), -1) for m, d in zip(trials["model"], trials["dataset"])],
+                       index=trials.index, dtype="int64")
+    return trials[~is_trained | (trials["epochs"] == wanted)]

@@ -1,0 +1,249 @@
+"""The data behind each figure and table: pure pandas, no drawing.
+
+Every function takes store frames (as read by `analysis.load`) and returns a
+DataFrame whose rows are exactly what gets drawn or printed, so tests check
+numbers, not pixels. Accuracies come out in percent; the store keeps fractions.
+"""
+from __future__ import annotations
+
+from typing import Iterable, List, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from analysis.load import default_settings, most_common_iterations, restrict_to_common_training
+from analysis.style import algorithm_order
+
+PANEL = ["model", "dataset"]
+WEIGHT_KINDS = ("conv", "linear")
+ACCURACY_COLUMNS = ["top1_mean", "top1_min", "top1_max", "top1_std", "trials"]
+
+
+def trained(trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials whose accuracy means something: completed, with a final top-1."""
+    return trials[(trials["status"] == "completed") & trials["final_top1"].notna()]
+
+
+def panel_grid(trials: pd.DataFrame) -> Tuple[List[str], List[str]]:
+    """(datasets, models) of the whole store: the rows and columns of a panel grid."""
+    return sorted(trials["dataset"].unique().tolist()), sorted(trials["model"].unique().tolist())
+
+
+def missing_panels(all_trials: pd.DataFrame, drawn: pd.DataFrame) -> List[Tuple[str, str]]:
+    """Grid cells (model, dataset) with no row in `drawn`."""
+    datasets, models = panel_grid(all_trials)
+    have = set(zip(drawn["model"], drawn["dataset"])) if not drawn.empty else set()
+    return [(m, d) for d in datasets for m in models if (m, d) not in have]
+
+
+def accuracy_curves(trials: pd.DataFrame, by: Sequence[str] = ("algorithm",)) -> pd.DataFrame:
+    """Top-1 (%) per (model, dataset, *by, compression): mean, min, max and std over seeds.
+
+    Only trained trials count; `trials` is used as given, so restrict it
+    (e.g. `default_settings`) before calling.
+    """
+    keys = [*PANEL, *by, "log10_compression"]
+    done = trained(trials).assign(top1=lambda f: f["final_top1"] * 100.0)
+    if done.empty:
+        return pd.DataFrame(columns=[*keys, "compression", *ACCURACY_COLUMNS])
+    curves = done.groupby(keys, sort=True)["top1"].agg(
+        top1_mean="mean", top1_min="min", top1_max="max", top1_std="std", trials="size").reset_index()
+    curves.insert(len(keys), "compression", 10.0 ** curves["log10_compression"])
+    return curves
+
+
+def dense_reference(trials: pd.DataFrame) -> pd.DataFrame:
+    """Mean top-1 (%) of the unpruned (compression 1) trained trials per (model, dataset)."""
+    dense = trained(trials)
+    dense = dense[dense["log10_compression"] == 0]
+    if dense.empty:
+        return pd.DataFrame(columns=[*PANEL, "top1_mean", "trials"])
+    return dense.groupby(PANEL, sort=True)["final_top1"].agg(
+        top1_mean=lambda s: s.mean() * 100.0, trials="size").reset_index()
+
+
+def coverage_gaps(curves: pd.DataFrame, line: str = "algorithm") -> List[str]:
+    """Per panel, the compressions some line lacks that another line of the panel has."""
+    notes = []
+    for (model, dataset), panel in curves.groupby(PANEL, sort=True):
+        tested = set(panel["log10_compression"])
+        for name, rows in panel.groupby(line, sort=True):
+            absent = sorted(tested - set(rows["log10_compression"]))
+            if absent:
+                ratios = ", ".join(f"10^{x:g}" for x in absent)
+                notes.append(f"({model}, {dataset}): {name} has no trained trials at {ratios}")
+    return notes
+
+
+def layer_density_profiles(trials: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
+    """Mean fraction of weights remaining per conv/linear layer, per (model, dataset, algorithm, compression).
+
+    `position` numbers the conv/linear layers 0, 1, ... in forward order
+    (the store's `layer_index` also counts opt-in bias/batch-norm entries).
+    `zero_seeds` counts trials in which the layer kept nothing.
+    """
+    keys = [*PANEL, "algorithm", "log10_compression", "position"]
+    columns = [*keys, "layer", "density_mean", "density_min", "density_max", "zero_seeds", "trials"]
+    weights = layers[layers["kind"].isin(WEIGHT_KINDS)]
+    merged = weights.merge(trials[["trial_id", *PANEL, "algorithm", "log10_compression", "seed"]], on="trial_id")
+    if merged.empty:
+        return pd.DataFrame(columns=columns)
+    merged = merged.assign(
+        position=merged.groupby("trial_id")["layer_index"].rank(method="dense").astype(int) - 1,
+        is_zero=merged["remaining"] == 0,
+    )
+    profiles = merged.groupby(keys, sort=True).agg(
+        layer=("layer", "first"), density_mean=("density", "mean"), density_min=("density", "min"),
+        density_max=("density", "max"), zero_seeds=("is_zero", "sum"), trials=("density", "size"),
+    ).reset_index()
+    return profiles[columns]
+
+
+def critical_compression(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, dataset, algorithm): the largest tested compression at which no trial collapsed.
+
+    Definition: among the compressions tested for the group, the largest rho
+    such that every trial (every seed) at rho kept at least one weight in every
+    prunable layer. Training status does not matter: collapse is decided at
+    pruning. `first_collapse` is the smallest tested rho with any collapsed
+    trial; it can lie below `critical` if collapse is not monotone in rho.
+    `censored` is True when nothing collapsed even at the largest tested rho,
+    so the true critical compression is at least `critical`. `theoretical_max`
+    is prunable_params / prunable_layers: the ratio that leaves one weight per
+    layer on average, beyond which some layer must be empty.
+    """
+    columns = [*PANEL, "algorithm", "critical", "log10_critical", "first_collapse", "max_tested", "censored",
+               "theoretical_max", "compressions", "trials"]
+    if trials.empty:
+        return pd.DataFrame(columns=columns)
+    per_ratio = trials.groupby([*PANEL, "algorithm", "log10_compression"], sort=True).agg(
+        intact=("collapsed", lambda s: not s.any()), trials=("collapsed", "size")).reset_index()
+    rows = []
+    for (model, dataset, algorithm), group in per_ratio.groupby([*PANEL, "algorithm"], sort=True):
+        intact = group.loc[group["intact"], "log10_compression"]
+        broken = group.loc[~group["intact"], "log10_compression"]
+        panel = trials[(trials["model"] == model) & (trials["dataset"] == dataset)]
+        theoretical = (panel["prunable_params"] / panel["prunable_layers"]).median()
+        log10_critical = intact.max() if not intact.empty else np.nan
+        rows.append(dict(
+            model=model, dataset=dataset, algorithm=algorithm,
+            critical=10.0 ** log10_critical, log10_critical=log10_critical,
+            first_collapse=10.0 ** broken.min() if not broken.empty else np.nan,
+            max_tested=10.0 ** group["log10_compression"].max(),
+            censored=bool(broken.empty),
+            theoretical_max=float(theoretical),
+            compressions=len(group), trials=int(group["trials"].sum()),
+        ))
+    return _order_algorithms(pd.DataFrame(rows, columns=columns), also=PANEL)
+
+
+def variant_curves(trials: pd.DataFrame, algorithms: Iterable[str], by: str) -> pd.DataFrame:
+    """Accuracy curves of `algorithms` split by one setting (`iterations` or `prune_mode`), others at default.
+
+    The other pruning settings are held at the defaults of `default_settings`
+    (eval mode, global scope, exponential schedule, the most common iteration
+    count) except the one compared.
+    """
+    chosen = trials[trials["algorithm"].isin(list(algorithms)) & (trials["scope"] == "global")
+                    & (trials["schedule"] == "exponential")]
+    if by != "prune_mode":
+        chosen = chosen[chosen["prune_mode"] == "eval"]
+    if by != "iterations":
+        iterations = most_common_iterations(chosen)
+        chosen = chosen[chosen["iterations"] == chosen["algorithm"].map(iterations)]
+    curves = accuracy_curves(restrict_to_common_training(chosen), by=("algorithm", by))
+    curves.insert(len(PANEL) + 2, "variant",
+                  [f"{a} x{v}" if by == "iterations" else f"{a} ({v})"
+                   for a, v in zip(curves["algorithm"], curves[by])])
+    return curves
+
+
+def iterative_curves(trials: pd.DataFrame) -> pd.DataFrame:
+    """Iterative SNIP (every iteration count present) next to SynFlow at its usual iteration count."""
+    snip = variant_curves(trials, ["snip"], "iterations")
+    synflow_default, _ = default_settings(trials[trials["algorithm"] == "synflow"])
+    synflow = variant_curves(synflow_default, ["synflow"], "iterations")
+    return pd.concat([c for c in (snip, synflow) if not c.empty] or [snip], ignore_index=True)
+
+
+def prune_mode_curves(trials: pd.DataFrame) -> pd.DataFrame:
+    """SNIP and GraSP scored with batch-norm in eval mode vs train mode."""
+    return variant_curves(trials, ["snip", "grasp"], "prune_mode")
+
+
+def conservation_pairs(trials: pd.DataFrame, layers: pd.DataFrame) -> Tuple[pd.DataFrame, List[str]]:
+    """Per-layer score sums of a synflow trial and the other algorithms' trials at the same
+    (model, dataset, compression, seed), and notes on the panels where no such match exists.
+
+    The match with the most other algorithms wins, then the smallest
+    compression, then the smallest seed.
+    """
+    columns = [*PANEL, "algorithm", "log10_compression", "seed", "trial_id", "position", "layer", "size",
+               "score_sum", "abs_score", "score_per_weight"]
+    scored = layers[layers["kind"].isin(WEIGHT_KINDS) & layers["score_sum"].notna()]
+    candidates = trials[trials["trial_id"].isin(set(scored["trial_id"]))]
+    picked, notes = [], []
+    for (model, dataset), panel in candidates.groupby(PANEL, sort=True):
+        synflow = panel[panel["algorithm"] == "synflow"]
+        if synflow.empty:
+            notes.append(f"({model}, {dataset}): no synflow trial with layer scores")
+            continue
+        best = None
+        for (log10, seed), _ in synflow.groupby(["log10_compression", "seed"], sort=True):
+            same = panel[(panel["log10_compression"] == log10) & (panel["seed"] == seed)]
+            others = same.loc[same["algorithm"] != "synflow", "algorithm"].nunique()
+            if others and (best is None or others > best[0]):
+                best = (others, same)
+        if best is None:
+            notes.append(f"({model}, {dataset}): no other algorithm scored at a synflow trial's compression and seed")
+            continue
+        same = best[1].sort_values("trial_id")
+        picked.append(same.drop_duplicates("algorithm"))
+    if not picked:
+        return pd.DataFrame(columns=columns), notes
+    chosen = pd.concat(picked)
+    merged = scored.merge(chosen[["trial_id", *PANEL, "algorithm", "log10_compression", "seed"]], on="trial_id")
+    merged = merged.assign(
+        position=merged.groupby("trial_id")["layer_index"].rank(method="dense").astype(int) - 1,
+        abs_score=merged["score_sum"].abs(),
+        score_per_weight=merged["score_sum"].abs() / merged["size"],
+    )
+    merged = _order_algorithms(merged.sort_values([*PANEL, "position"]), also=[*PANEL])
+    return merged[columns].reset_index(drop=True), notes
+
+
+def cost_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per (algorithm, iterations): pruning passes and seconds, training seconds, and the GPU-hours spent.
+
+    GPU-hours = (prune_seconds + train_seconds) * gpus / 3600 summed over all
+    trials (diverged ones too: their time was spent). `hours` is the same sum
+    without the GPU share: the only cost a CPU-only run shows. Seconds and
+    passes are means per trial; hours are totals.
+    """
+    columns = ["algorithm", "iterations", "trials", "prune_passes", "prune_seconds", "train_seconds",
+               "prune_gpu_hours", "train_gpu_hours", "gpu_hours", "prune_hours", "train_hours", "hours"]
+    if trials.empty:
+        return pd.DataFrame(columns=columns)
+    frame = trials.assign(
+        prune_gpu_hours=trials["prune_seconds"] * trials["gpus"] / 3600.0,
+        train_gpu_hours=trials["train_seconds"] * trials["gpus"] / 3600.0,
+        prune_hours=trials["prune_seconds"] / 3600.0,
+        train_hours=trials["train_seconds"] / 3600.0,
+    )
+    cost = frame.groupby(["algorithm", "iterations"], sort=True).agg(
+        trials=("trial_id", "size"), prune_passes=("prune_passes", "mean"), prune_seconds=("prune_seconds", "mean"),
+        train_seconds=("train_seconds", "mean"), prune_gpu_hours=("prune_gpu_hours", "sum"),
+        train_gpu_hours=("train_gpu_hours", "sum"), prune_hours=("prune_hours", "sum"),
+        train_hours=("train_hours", "sum"),
+    ).reset_index()
+    cost["gpu_hours"] = cost["prune_gpu_hours"] + cost["train_gpu_hours"]
+    cost["hours"] = cost["prune_hours"] + cost["train_hours"]
+    return _order_algorithms(cost[columns])
+
+
+def _order_algorithms(frame: pd.DataFrame, also: Sequence[str] = ()) -> pd.DataFrame:
+    """Sort rows by `also` columns, then algorithms in the fixed figure order (stable otherwise)."""
+    rank = {a: i for i, a in enumerate(algorithm_order(frame["algorithm"].unique()))}
+    keys = [*also, "_rank"]
+    ordered = frame.assign(_rank=frame["algorithm"].map(rank)).sort_values(keys, kind="stable")
+    return ordered.drop(columns="_rank").reset_index(drop=True)

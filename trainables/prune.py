@@ -1,0 +1,135 @@
+"""Prune a freshly initialised network and report what was kept: `python -m trainables.prune`.
+
+`prune_at_init` is also what every trial calls, so the command shows exactly
+what a sweep's trial would prune. SynFlow, magnitude and random need only the
+dataset's input shape and class count; SNIP and GraSP load scoring examples.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from trainables import data
+from trainables.models import build_model
+from trainables.pruning import PruneResult, prune_model
+from trainables.pruning.algorithms import ALGORITHMS
+from trainables.pruning.scores import SCORERS
+from trainables.specs import SCHEDULES, SCOPES, PRUNE_MODES, DataSpec, ModelSpec, PruneSpec, TrialSpec
+
+SCORING_BATCH_SIZE = 256
+
+
+def dataset_info_for(spec: DataSpec) -> data.DatasetInfo:
+    return data.dataset_info(spec.name, input_shape=spec.input_shape, num_classes=spec.num_classes)
+
+
+def initial_model(spec: TrialSpec, device: torch.device | str = "cpu") -> Tuple[nn.Module, data.DatasetInfo]:
+    """The trial's network at its seeded initialization: the same weights for every algorithm at one seed."""
+    info = dataset_info_for(spec.data)
+    model = build_model(spec.model.name, info.input_shape, info.num_classes, seed=spec.seed)
+    return model.to(device), info
+
+
+def scoring_batches(spec: TrialSpec, device, data_dir=None) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    return data.pruning_batches(
+        spec.data.name, data_dir, spec.prune.examples_per_class, SCORING_BATCH_SIZE, device, spec.seed,
+        input_shape=spec.data.input_shape, num_classes=spec.data.num_classes, size=spec.data.size,
+    )
+
+
+def prune_at_init(model: nn.Module, spec: TrialSpec, info: data.DatasetInfo, device, data_dir=None,
+                  compression: Optional[float] = None, masks=None) -> PruneResult:
+    """Prune `model` in place as `spec.prune` says (imp's levels pass their own compression and masks)."""
+    p = spec.prune
+    algorithm = ALGORITHMS[p.algorithm]
+    return prune_model(
+        model, algorithm.scorer, p.compression if compression is None else compression, info.input_shape,
+        iterations=1 if algorithm.trains_between_cuts else p.iterations,
+        schedule=p.schedule, scope=p.scope, mode=p.mode,
+        prune_bias=p.prune_bias, prune_batchnorm=p.prune_batchnorm, prune_residual=p.prune_residual,
+        batches=lambda: scoring_batches(spec, device, data_dir), seed=spec.seed, masks=masks,
+    )
+
+
+def format_table(result: PruneResult) -> str:
+    rows = [f"{'#':>3}  {'parameter':<34} {'kind':<9} {'size':>11} {'remaining':>11} {'density':>9}  {'score sum':>10}"]
+    for s in result.layers:
+        rows.append(f"{s.layer_index:>3}  {s.param:<34} {s.kind:<9} {s.size:>11,} {s.remaining:>11,} "
+                    f"{s.density:>9.3g}  {s.score_sum:>10.3g}")
+    rows.append(
+        f"total: {result.remaining_params:,} of {result.prunable_params:,} prunable weights remain "
+        f"(density {result.density:.3g}, compression {result.prunable_params / result.remaining_params:.4g}x); "
+        f"collapsed: {'yes' if result.collapsed else 'no'}; prune passes: {result.prune_passes:,}; "
+        f"prune seconds: {result.prune_seconds:.2f}; MACs/example: {result.remaining_flops:,} of {result.dense_flops:,}"
+    )
+    return "\n".join(rows)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m trainables.prune", description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="vgg16_bn")
+    ap.add_argument("--dataset", default="cifar100")
+    ap.add_argument("--algorithm", default="synflow", help=f"one of: {', '.join(ALGORITHMS.names())}")
+    ap.add_argument("--log10-compression", type=float, default=1.0, help="compression ratio = 10 ** this (>= 0)")
+    ap.add_argument("--iterations", type=int, default=None, help="rounds; default 100 for synflow, 1 otherwise")
+    ap.add_argument("--schedule", default="exponential", help=f"one of: {', '.join(SCHEDULES)}")
+    ap.add_argument("--scope", default="global", help=f"one of: {', '.join(SCOPES)}")
+    ap.add_argument("--mode", default="eval", help=f"one of: {', '.join(PRUNE_MODES)}")
+    ap.add_argument("--examples-per-class", type=int, default=10, help="scoring examples per class (snip, grasp)")
+    ap.add_argument("--prune-bias", action="store_true")
+    ap.add_argument("--prune-batchnorm", action="store_true")
+    ap.add_argument("--prune-residual", action="store_true", help="also prune residual 1x1 projections")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    ap.add_argument("--data-dir", default=None, help=f"dataset root (default ${data.DATA_DIR_ENV} or ./data)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    return ap
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.algorithm == "imp":
+            raise ValueError("imp trains between cuts, so it is not a prune-only algorithm; "
+                             f"valid here: {', '.join(SCORERS.names())}")
+        spec = TrialSpec(
+            model=ModelSpec(args.model), data=DataSpec(args.dataset),
+            prune=PruneSpec(
+                algorithm=args.algorithm, log10_compression=args.log10_compression, iterations=args.iterations,
+                schedule=args.schedule, scope=args.scope, mode=args.mode, prune_bias=args.prune_bias,
+                prune_batchnorm=args.prune_batchnorm, prune_residual=args.prune_residual,
+                examples_per_class=args.examples_per_class,
+            ),
+            seed=args.seed,
+        )
+        device = torch.device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {args.device!r} asked for, but no CUDA device is available; valid: cpu")
+        model, info = initial_model(spec, device)
+        result = prune_at_init(model, spec, info, device, args.data_dir)
+    except data.DatasetMissingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        summary = result.summary()
+        summary.update(model=args.model, dataset=args.dataset, algorithm=args.algorithm,
+                       compression=spec.prune.compression, log10_compression=spec.prune.log10_compression,
+                       iterations=spec.prune.iterations, seed=args.seed)
+        print(json.dumps(summary))
+    else:
+        print(f"{args.algorithm} x{spec.prune.iterations} on {args.model}/{args.dataset} "
+              f"{info.input_shape}, {info.num_classes} classes, compression 10^{spec.prune.log10_compression:g}, seed {args.seed}")
+        print(format_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
