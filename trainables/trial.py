@@ -1,0 +1,240 @@
+"""One trial as a Ray Tune function trainable: seed, resume or prune, train, report, checkpoint, store.
+
+The trainable's config is what `orchestrator.grid` makes: the trial's
+description (`spec`, a `TrialSpec` dict) plus where things live (`store`,
+`data_dir`) and labels (`sweep`, `resources`). Every epoch is reported with a
+checkpoint holding the model, optimizer, scheduler, masks, epoch, RNG state and
+the prune metrics, so a restarted trial continues at the next epoch and never
+prunes again. The finished trial writes its rows to the results store itself
+(one writer per trial id), then reports its last epoch.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import pathlib
+import random
+import socket
+import tempfile
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainables import data
+from trainables.pruning import Masks, PruneResult
+from trainables.pruning.algorithms import ALGORITHMS
+from trainables.prune import initial_model, prune_at_init
+from trainables.specs import TrialSpec
+from trainables.training import EpochMetrics, Trainer, resolve_precision
+
+CHECKPOINT_FILE = "trial_state.pt"
+PROJECT_VERSION = "0.1.0"
+IMP_EPOCH_OFFSET = 1_000_000  # IMP's level-l training epochs draw data as epochs l*offset + e
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> Dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def trial_device(config: Dict[str, Any]) -> torch.device:
+    """CUDA when Ray gave this trial a GPU share, else CPU."""
+    gpus = float(config.get("resources", {}).get("gpus", 0) or 0)
+    return torch.device("cuda" if gpus > 0 and torch.cuda.is_available() else "cpu")
+
+
+def _batches(spec: TrialSpec, data_dir, device, epoch: int, train: bool):
+    d = spec.data
+    kwargs = dict(input_shape=d.input_shape, num_classes=d.num_classes, size=d.size)
+    if train:
+        return data.train_batches(d.name, data_dir, spec.train.batch_size, device, spec.seed, epoch, **kwargs)
+    return data.test_batches(d.name, data_dir, spec.train.batch_size, device, **kwargs)
+
+
+def imp_prune(model: nn.Module, spec: TrialSpec, info, device, data_dir=None) -> PruneResult:
+    """Iterative magnitude pruning with rewinding (the lottery-ticket baseline).
+
+    Each level trains the masked network for `train.epochs`, prunes by
+    magnitude to the level's share of the target (rho^(level/levels)), then
+    rewinds every surviving weight, and the batch-norm state, to its value at
+    initialization. The original SynFlow code skipped the rewind.
+    """
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    levels, rho = spec.prune.levels, spec.prune.compression
+    start = time.perf_counter()
+    masks: Optional[Masks] = None
+    result: Optional[PruneResult] = None
+    trained_examples = 0
+    for level in range(1, levels + 1):
+        trainer = Trainer(model, masks, spec.train, device)
+        for epoch in range(1, spec.train.epochs + 1):
+            batches = _batches(spec, data_dir, device, level * IMP_EPOCH_OFFSET + epoch, train=True)
+            trainer.train_epoch(batches)
+            trained_examples += _count_examples(batches)
+        result = prune_at_init(model, spec, info, device, data_dir, compression=rho ** (level / levels), masks=masks)
+        masks = result.masks
+        with torch.no_grad():
+            model.load_state_dict(initial)
+        masks.apply()
+    assert result is not None
+    result.prune_seconds = time.perf_counter() - start
+    result.prune_passes = trained_examples
+    return result
+
+
+def _count_examples(batches) -> int:
+    images = getattr(batches, "images", None)
+    if images is not None:
+        return int(images.shape[0])
+    return len(batches) * getattr(batches, "batch_size", 1)
+
+
+def prune_trial(model: nn.Module, spec: TrialSpec, info, device, data_dir=None) -> PruneResult:
+    if ALGORITHMS[spec.prune.algorithm].trains_between_cuts:
+        return imp_prune(model, spec, info, device, data_dir)
+    return prune_at_init(model, spec, info, device, data_dir)
+
+
+def trial_row(config: Dict[str, Any], spec: TrialSpec, prune: Dict[str, Any], history: List[Dict[str, Any]],
+              status: str, started_at: float, device: torch.device, precision: str, train_seconds: float) -> dict:
+    finished = [h for h in history if h["top1"] is not None]
+    p = spec.prune
+    resources = config.get("resources", {})
+    return {
+        "trial_id": spec.trial_id, "sweep": config.get("sweep", ""), "model": spec.model.name,
+        "dataset": spec.data.name, "algorithm": p.algorithm, "log10_compression": p.log10_compression,
+        "compression": p.compression, "seed": spec.seed, "iterations": p.iterations, "schedule": p.schedule,
+        "scope": p.scope, "prune_mode": p.mode, "levels": p.levels, "examples_per_class": p.examples_per_class,
+        "prunable_params": prune["prunable_params"], "prunable_layers": prune["prunable_layers"],
+        "remaining_params": prune["remaining_params"], "density": prune["density"], "collapsed": prune["collapsed"],
+        "prune_passes": prune["prune_passes"], "prune_seconds": prune["prune_seconds"],
+        "dense_flops": prune["dense_flops"], "remaining_flops": prune["remaining_flops"],
+        "epochs": len(history),
+        "final_top1": finished[-1]["top1"] if finished else None,
+        "final_top5": finished[-1]["top5"] if finished else None,
+        "best_top1": max(h["top1"] for h in finished) if finished else None,
+        "final_test_loss": finished[-1]["test_loss"] if finished else None,
+        "train_seconds": train_seconds, "status": status,
+        "error": None if status == "completed" else f"training loss became {history[-1]['train_loss']} at epoch {len(history)}",
+        "started_at": started_at, "finished_at": time.time(), "host": socket.gethostname(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "precision": precision, "cpus": float(resources.get("cpus", 1)), "gpus": float(resources.get("gpus", 0)),
+        "torch_version": torch.__version__, "project_version": PROJECT_VERSION, "config": spec.canonical_json(),
+    }
+
+
+def layer_rows(prune: Dict[str, Any]) -> List[dict]:
+    return [{k: v for k, v in layer.items()} for layer in prune["layers"]]
+
+
+def write_to_store(config, spec, prune, history, status, started_at, device, precision, train_seconds) -> None:
+    from orchestrator.store import ResultsStore
+
+    store_uri = config.get("store")
+    if not store_uri:
+        return
+    row = trial_row(config, spec, prune, history, status, started_at, device, precision, train_seconds)
+    ResultsStore(store_uri).write_trial(row, [dict(h) for h in history], layer_rows(prune))
+
+
+def run_trial(config: Dict[str, Any]) -> None:
+    """The Ray Tune function trainable. Raises on error; never prints and quits."""
+    from ray import tune
+    from ray.tune import Checkpoint
+
+    spec = TrialSpec.from_dict(config["spec"])
+    data_dir = config.get("data_dir")
+    device = trial_device(config)
+    data.clear_cache()  # a reused worker must not carry another trial's tensors
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    model, info = initial_model(spec, device)
+    precision = resolve_precision(spec.train.precision, device)
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(pathlib.Path(directory) / CHECKPOINT_FILE, map_location=device, weights_only=False)
+        named = dict(model.named_parameters())
+        masks = Masks({n: named[n] for n in state["trainer"]["masks"]})
+        trainer = Trainer(model, masks, spec.train, device)
+        trainer.load_state_dict(state["trainer"])
+        set_rng_state(state["rng"])
+        prune, history = state["prune"], state["history"]
+        started_at, train_seconds = state["started_at"], state["train_seconds"]
+        prune_runs, resumed_from = state["prune_runs"], state["epoch"]
+    else:
+        seed_everything(spec.seed)
+        started_at = time.time()
+        result = prune_trial(model, spec, info, device, data_dir)
+        prune = result.summary()
+        masks = result.masks
+        trainer = Trainer(model, masks, spec.train, device)
+        history, train_seconds, prune_runs, resumed_from = [], 0.0, 1, 0
+
+    def report(metrics: Dict[str, Any], epoch: int, with_checkpoint: bool) -> None:
+        metrics = {**metrics, "trial_id": spec.trial_id, "epoch": epoch, "prune_runs": prune_runs,
+                   "resumed_from_epoch": resumed_from, "remaining_params": prune["remaining_params"],
+                   "collapsed": prune["collapsed"], "prune_seconds": prune["prune_seconds"]}
+        if not with_checkpoint:
+            tune.report(metrics)
+            return
+        state = {"trainer": trainer.state_dict(), "rng": rng_state(), "prune": prune, "history": history,
+                 "epoch": epoch, "started_at": started_at, "train_seconds": train_seconds, "prune_runs": prune_runs}
+        with tempfile.TemporaryDirectory() as directory:
+            torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
+            tune.report(metrics, checkpoint=Checkpoint.from_directory(directory))
+
+    epochs = spec.train.epochs
+    if epochs == 0:
+        write_to_store(config, spec, prune, history, "completed", started_at, device, precision, train_seconds)
+        report({"status": "completed"}, 0, with_checkpoint=False)
+        return
+
+    test = _batches(spec, data_dir, device, 0, train=False)
+    for epoch in range(len(history) + 1, epochs + 1):
+        metrics: EpochMetrics = trainer.run_epoch(epoch, _batches(spec, data_dir, device, epoch, train=True), test)
+        train_seconds += metrics.seconds
+        history.append(metrics.as_row())
+        diverged = not math.isfinite(metrics.train_loss)
+        status = "diverged" if diverged else "completed"
+        if diverged or epoch == epochs:
+            write_to_store(config, spec, prune, history, status, started_at, device, precision, train_seconds)
+        report({**metrics.as_row(), "status": status if (diverged or epoch == epochs) else "running"}, epoch, True)
+        if diverged:
+            return
+        _maybe_inject_failure(config, epoch)
+
+
+def _maybe_inject_failure(config: Dict[str, Any], epoch: int) -> None:
+    """Test hook: fail once after `fail_after_epoch`, so tests can prove a real restart resumes."""
+    after, marker = config.get("fail_after_epoch"), config.get("fail_marker")
+    if after is None or epoch != after or not marker:
+        return
+    marker = pathlib.Path(marker)
+    if marker.exists():
+        return
+    marker.write_text(str(epoch))
+    raise RuntimeError(f"injected failure after epoch {epoch}")
