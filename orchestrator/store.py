@@ -83,6 +83,8 @@ SCHEMAS: Dict[str, pa.Schema] = {
         _field("host", pa.string()),
         _field("device", pa.string(), nullable=True),
         _field("precision", pa.string(), nullable=True),
+        _field("restarts", pa.int64(), nullable=True),
+        _field("resumed_from_epoch", pa.int64(), nullable=True),
         _field("cpus", pa.float64()),
         _field("gpus", pa.float64()),
         _field("torch_version", pa.string()),
@@ -310,6 +312,14 @@ class ResultsStore:
             raise StoreError(f"store {self.location}: cannot list {table}: {_one_line(exc)}") from None
         visible = [i for i in infos if i.type == pafs.FileType.File and not i.base_name.startswith((".", "_"))]
         return sorted(visible, key=lambda i: i.base_name)
+
+    def has_trial(self, trial_id: str) -> bool:
+        """Whether this one trial is finished (its trials file exists): one stat, no listing."""
+        try:
+            info = self._fs.get_file_info(_join(self.table_path("trials"), trial_id + SUFFIX))
+        except (OSError, pa.ArrowException):
+            return False
+        return info.type == pafs.FileType.File
 
     def finished_ids(self) -> Set[str]:
         """Trials whose commit marker (the trials file) exists; from the listing alone."""

@@ -19,6 +19,7 @@ from trainables.models import build_model
 from trainables.pruning import PruneResult, prune_model
 from trainables.pruning.algorithms import ALGORITHMS
 from trainables.pruning.scores import SCORERS
+from trainables.cli import OneLineArgumentParser
 from trainables.specs import SCHEDULES, SCOPES, PRUNE_MODES, DataSpec, ModelSpec, PruneSpec, TrialSpec
 
 SCORING_BATCH_SIZE = 256
@@ -71,7 +72,7 @@ def format_table(result: PruneResult) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m trainables.prune", description=__doc__.splitlines()[0])
+    ap = OneLineArgumentParser(prog="python -m trainables.prune", description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="vgg16_bn")
     ap.add_argument("--dataset", default="cifar100")
     ap.add_argument("--algorithm", default="synflow", help=f"one of: {', '.join(ALGORITHMS.names())}")

@@ -59,10 +59,18 @@ def set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def trial_device(config: Dict[str, Any]) -> torch.device:
-    """CUDA when Ray gave this trial a GPU share, else CPU."""
-    gpus = float(config.get("resources", {}).get("gpus", 0) or 0)
-    return torch.device("cuda" if gpus > 0 and torch.cuda.is_available() else "cpu")
+def assigned_resources() -> Dict[str, float]:
+    """What Ray gave this trial ({} outside Ray)."""
+    import ray
+
+    if not ray.is_initialized():
+        return {}
+    return dict(ray.get_runtime_context().get_assigned_resources())
+
+
+def trial_device(resources: Dict[str, float]) -> torch.device:
+    """CUDA when Ray gave this trial a GPU share (Ray then exposes only that GPU), else CPU."""
+    return torch.device("cuda" if resources.get("GPU", 0) > 0 and torch.cuda.is_available() else "cpu")
 
 
 def _batches(spec: TrialSpec, data_dir, device, epoch: int, train: bool):
@@ -118,10 +126,10 @@ def prune_trial(model: nn.Module, spec: TrialSpec, info, device, data_dir=None) 
 
 
 def trial_row(config: Dict[str, Any], spec: TrialSpec, prune: Dict[str, Any], history: List[Dict[str, Any]],
-              status: str, started_at: float, device: torch.device, precision: str, train_seconds: float) -> dict:
+              status: str, started_at: float, device: torch.device, precision: str, train_seconds: float,
+              resources: Dict[str, float], restarts: int = 0, resumed_from: int = 0) -> dict:
     finished = [h for h in history if h["top1"] is not None]
     p = spec.prune
-    resources = config.get("resources", {})
     return {
         "trial_id": spec.trial_id, "sweep": config.get("sweep", ""), "model": spec.model.name,
         "dataset": spec.data.name, "algorithm": p.algorithm, "log10_compression": p.log10_compression,
@@ -140,7 +148,8 @@ def trial_row(config: Dict[str, Any], spec: TrialSpec, prune: Dict[str, Any], hi
         "error": None if status == "completed" else f"training loss became {history[-1]['train_loss']} at epoch {len(history)}",
         "started_at": started_at, "finished_at": time.time(), "host": socket.gethostname(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "precision": precision, "cpus": float(resources.get("cpus", 1)), "gpus": float(resources.get("gpus", 0)),
+        "precision": precision, "cpus": float(resources.get("CPU", 1)), "gpus": float(resources.get("GPU", 0)),
+        "restarts": restarts, "resumed_from_epoch": resumed_from if restarts else None,
         "torch_version": torch.__version__, "project_version": PROJECT_VERSION, "config": spec.canonical_json(),
     }
 
@@ -149,14 +158,65 @@ def layer_rows(prune: Dict[str, Any]) -> List[dict]:
     return [{k: v for k, v in layer.items()} for layer in prune["layers"]]
 
 
-def write_to_store(config, spec, prune, history, status, started_at, device, precision, train_seconds) -> None:
+def write_to_store(config: Dict[str, Any], spec: TrialSpec, prune, history, status: str, **row) -> None:
     from orchestrator.store import ResultsStore
 
-    store_uri = config.get("store")
-    if not store_uri:
-        return
-    row = trial_row(config, spec, prune, history, status, started_at, device, precision, train_seconds)
-    ResultsStore(store_uri).write_trial(row, [dict(h) for h in history], layer_rows(prune))
+    if config.get("store"):
+        row = trial_row(config, spec, prune, history, status, **row)
+        ResultsStore(config["store"]).write_trial(row, [dict(h) for h in history], layer_rows(prune))
+
+
+def already_stored(config: Dict[str, Any], trial_id: str) -> bool:
+    from orchestrator.store import ResultsStore
+
+    return bool(config.get("store")) and ResultsStore(config["store"]).has_trial(trial_id)
+
+
+def refuse_if_over_share(model: nn.Module, spec: TrialSpec, info, precision: str, share: float, device,
+                         data_dir=None) -> None:
+    """Before any compute: fail with a clear message if this trial would outgrow its GPU share."""
+    from trainables.memory import check_fits, estimate_training_memory
+
+    dataset_bytes = 0
+    if info.tensor_resident:
+        images, _ = data.device_tensors(spec.data.name, "train", data_dir, "cpu", input_shape=spec.data.input_shape,
+                                        num_classes=spec.data.num_classes, size=spec.data.size)
+        dataset_bytes = int(images.numel() * 1.2)  # train + test split, uint8
+    estimate = estimate_training_memory(model, info.input_shape, spec.train.batch_size, precision, dataset_bytes)
+    total = torch.cuda.get_device_properties(device).total_memory
+    check_fits(estimate, total, share, f"trial {spec.trial_id} ({spec.model.name}/{spec.data.name}, "
+                                       f"batch {spec.train.batch_size}, {precision})")
+
+
+def _load_state(directory: str, device) -> Dict[str, Any]:
+    return torch.load(pathlib.Path(directory) / CHECKPOINT_FILE, map_location=device, weights_only=False)
+
+
+def newest_saved_state(config: Dict[str, Any], trial_id: str, device) -> Optional[Dict[str, Any]]:
+    """The newest loadable checkpoint under this trial's directory of the run (`checkpoint_root`).
+
+    Tune's saved experiment state can predate a trial's last checkpoints when
+    the driver is killed; the checkpoints themselves are on storage. A
+    half-written one fails to load and the one before it is used.
+    """
+    import io
+
+    import pyarrow.fs as pafs
+
+    root = config.get("checkpoint_root")
+    if not root:
+        return None
+    fs, base = pafs.FileSystem.from_uri(root) if "://" in root else (pafs.LocalFileSystem(), root)
+    trial_dir = f"{base.rstrip('/')}/{trial_id}"
+    infos = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
+    names = sorted((i.base_name for i in infos if i.base_name.startswith("checkpoint_")), reverse=True)
+    for name in names:
+        try:
+            with fs.open_input_file(f"{trial_dir}/{name}/{CHECKPOINT_FILE}") as stream:
+                return torch.load(io.BytesIO(stream.read()), map_location=device, weights_only=False)
+        except Exception:  # noqa: BLE001 - a partial or foreign checkpoint: try the one before
+            continue
+    return None
 
 
 def run_trial(config: Dict[str, Any]) -> None:
@@ -165,18 +225,30 @@ def run_trial(config: Dict[str, Any]) -> None:
     from ray.tune import Checkpoint
 
     spec = TrialSpec.from_dict(config["spec"])
+    if already_stored(config, spec.trial_id):
+        # A resumed sweep whose saved state predates this trial's finish: the store already has it.
+        tune.report({"spec_id": spec.trial_id, "status": "already_in_store", "epoch": spec.train.epochs})
+        return
     data_dir = config.get("data_dir")
-    device = trial_device(config)
+    resources = assigned_resources()
+    device = trial_device(resources)
     data.clear_cache()  # a reused worker must not carry another trial's tensors
     if device.type == "cuda":
         torch.cuda.empty_cache()
     model, info = initial_model(spec, device)
     precision = resolve_precision(spec.train.precision, device)
+    if device.type == "cuda":
+        refuse_if_over_share(model, spec, info, precision, resources.get("GPU", 1.0), device, data_dir)
 
+    state = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            state = torch.load(pathlib.Path(directory) / CHECKPOINT_FILE, map_location=device, weights_only=False)
+            state = _load_state(directory, device)
+    on_storage = newest_saved_state(config, spec.trial_id, device)
+    if on_storage is not None and (state is None or on_storage["epoch"] > state["epoch"]):
+        state = on_storage
+    if state is not None:
         named = dict(model.named_parameters())
         masks = Masks({n: named[n] for n in state["trainer"]["masks"]})
         trainer = Trainer(model, masks, spec.train, device)
@@ -184,7 +256,7 @@ def run_trial(config: Dict[str, Any]) -> None:
         set_rng_state(state["rng"])
         prune, history = state["prune"], state["history"]
         started_at, train_seconds = state["started_at"], state["train_seconds"]
-        prune_runs, resumed_from = state["prune_runs"], state["epoch"]
+        prune_runs, resumed_from, restarts = state["prune_runs"], state["epoch"], state["restarts"] + 1
     else:
         seed_everything(spec.seed)
         started_at = time.time()
@@ -192,25 +264,36 @@ def run_trial(config: Dict[str, Any]) -> None:
         prune = result.summary()
         masks = result.masks
         trainer = Trainer(model, masks, spec.train, device)
-        history, train_seconds, prune_runs, resumed_from = [], 0.0, 1, 0
+        history, train_seconds, prune_runs, resumed_from, restarts = [], 0.0, 1, 0, 0
+
+    def store(status: str) -> None:
+        write_to_store(config, spec, prune, history, status, started_at=started_at, device=device,
+                       precision=precision, train_seconds=train_seconds, resources=resources,
+                       restarts=restarts, resumed_from=resumed_from)
 
     def report(metrics: Dict[str, Any], epoch: int, with_checkpoint: bool) -> None:
-        metrics = {**metrics, "trial_id": spec.trial_id, "epoch": epoch, "prune_runs": prune_runs,
-                   "resumed_from_epoch": resumed_from, "remaining_params": prune["remaining_params"],
-                   "collapsed": prune["collapsed"], "prune_seconds": prune["prune_seconds"]}
+        # "spec_id", not "trial_id": Tune overwrites a reported trial_id with its own.
+        metrics = {**metrics, "spec_id": spec.trial_id, "epoch": epoch, "prune_runs": prune_runs,
+                   "resumed_from_epoch": resumed_from, "restarts": restarts,
+                   "remaining_params": prune["remaining_params"], "collapsed": prune["collapsed"],
+                   "prune_seconds": prune["prune_seconds"], "device": str(device)}
         if not with_checkpoint:
             tune.report(metrics)
             return
         state = {"trainer": trainer.state_dict(), "rng": rng_state(), "prune": prune, "history": history,
-                 "epoch": epoch, "started_at": started_at, "train_seconds": train_seconds, "prune_runs": prune_runs}
+                 "epoch": epoch, "started_at": started_at, "train_seconds": train_seconds,
+                 "prune_runs": prune_runs, "restarts": restarts}
         with tempfile.TemporaryDirectory() as directory:
             torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
             tune.report(metrics, checkpoint=Checkpoint.from_directory(directory))
 
     epochs = spec.train.epochs
-    if epochs == 0:
-        write_to_store(config, spec, prune, history, "completed", started_at, device, precision, train_seconds)
-        report({"status": "completed"}, 0, with_checkpoint=False)
+    if len(history) >= epochs:
+        # Prune-only, or restored from the final epoch's checkpoint (the store write precedes that report).
+        last = history[-1] if history else {}
+        status = "diverged" if last and not math.isfinite(last["train_loss"]) else "completed"
+        store(status)
+        report({**last, "status": status}, len(history), with_checkpoint=False)
         return
 
     test = _batches(spec, data_dir, device, 0, train=False)
@@ -219,10 +302,11 @@ def run_trial(config: Dict[str, Any]) -> None:
         train_seconds += metrics.seconds
         history.append(metrics.as_row())
         diverged = not math.isfinite(metrics.train_loss)
+        finished = diverged or epoch == epochs
         status = "diverged" if diverged else "completed"
-        if diverged or epoch == epochs:
-            write_to_store(config, spec, prune, history, status, started_at, device, precision, train_seconds)
-        report({**metrics.as_row(), "status": status if (diverged or epoch == epochs) else "running"}, epoch, True)
+        if finished:
+            store(status)
+        report({**metrics.as_row(), "status": status if finished else "running"}, epoch, with_checkpoint=True)
         if diverged:
             return
         _maybe_inject_failure(config, epoch)

@@ -1,0 +1,220 @@
+"""Sweeps: a `SweepSpec` expands into the trials of its grid, each with a stable id; presets name the paper's grids.
+
+The grid is (model x dataset) x algorithm variant x log10 compression x seed.
+An algorithm *variant* is an algorithm with its iteration count and scoring
+mode, so "snip x1, x10, x100" or "grasp in eval and train mode" are one axis.
+Each (model, dataset) trains with the paper's recipe where the paper gives one,
+or with the sweep's own `train`, and `train_overrides` apply on top.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from trainables.registry import Registry
+from trainables.specs import DataSpec, ModelSpec, PruneSpec, TrainSpec, TrialSpec
+from trainables.training import paper_recipe
+
+ALL_ALGORITHMS = ("synflow", "snip", "grasp", "magnitude", "random")
+DEFAULT_IMP_LEVELS = 3
+
+
+@dataclass(frozen=True)
+class AlgorithmVariant:
+    algorithm: str
+    iterations: Optional[int] = None   # None: the algorithm's default (synflow 100, others 1)
+    mode: str = "eval"
+    levels: int = 0                    # imp only
+
+    def __post_init__(self) -> None:
+        if self.algorithm == "imp" and not self.levels:
+            object.__setattr__(self, "levels", DEFAULT_IMP_LEVELS)
+        PruneSpec(self.algorithm, 0.0, iterations=self.iterations, mode=self.mode, levels=self.levels)
+
+    def prune(self, log10_compression: float) -> PruneSpec:
+        return PruneSpec(self.algorithm, log10_compression, iterations=self.iterations, mode=self.mode,
+                         levels=self.levels)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    models: Tuple[str, ...]
+    datasets: Tuple[str, ...]
+    algorithms: Tuple[AlgorithmVariant, ...]
+    log10_compressions: Tuple[float, ...]
+    seeds: Tuple[int, ...]
+    train: Optional[TrainSpec] = None            # None: the paper's recipe for each (model, dataset)
+    train_overrides: Tuple[Tuple[str, object], ...] = ()
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        for axis in ("models", "datasets", "algorithms", "log10_compressions", "seeds"):
+            if not getattr(self, axis):
+                raise ValueError(f"sweep {self.name!r} has no {axis.replace('_', ' ')}")
+        for m in self.models:
+            ModelSpec(m)
+        for d in self.datasets:
+            DataSpec(d)
+        for c in self.log10_compressions:
+            PruneSpec("random", c)
+        for s in self.seeds:
+            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+                raise ValueError(f"seeds must be integers >= 0, got {s!r}")
+        self.recipe(self.models[0], self.datasets[0])
+
+    def recipe(self, model: str, dataset: str) -> TrainSpec:
+        overrides = dict(self.train_overrides)
+        base = self.train if self.train is not None else paper_recipe(model, dataset)
+        if "epochs" in overrides and base.epochs and "lr_drops" not in overrides:
+            # A shortened (or lengthened) run keeps the recipe's shape: drops move in proportion.
+            scale = overrides["epochs"] / base.epochs
+            drops = sorted({max(1, round(d * scale)) for d in base.lr_drops if round(d * scale) < overrides["epochs"]})
+            overrides["lr_drops"] = tuple(drops)
+        return dataclasses.replace(base, **overrides)
+
+    def trials(self) -> List[TrialSpec]:
+        """Every trial of the grid, in a stable order, without duplicates."""
+        seen: Dict[str, TrialSpec] = {}
+        for model in self.models:
+            for dataset in self.datasets:
+                train = self.recipe(model, dataset)
+                for variant in self.algorithms:
+                    for log10 in self.log10_compressions:
+                        for seed in self.seeds:
+                            spec = TrialSpec(ModelSpec(model), DataSpec(dataset), variant.prune(log10), train, seed)
+                            seen.setdefault(spec.trial_id, spec)
+        return list(seen.values())
+
+
+def parse_compressions(text: str) -> Tuple[float, ...]:
+    """`0,0.5,1` (a list) or `0:3:0.25` (start:stop:step, stop included) -> log10 compressions."""
+    text = text.strip()
+    try:
+        if ":" in text:
+            parts = [float(p) for p in text.split(":")]
+            if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
+                raise ValueError
+            start, stop, step = parts
+            count = int(math.floor((stop - start) / step + 1e-9)) + 1
+            return tuple(round(start + i * step, 6) for i in range(count))
+        return tuple(round(float(p), 6) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise ValueError(
+            f"bad log10 compressions {text!r}; give a list like 0,0.5,1 or a range start:stop:step like 0:3:0.25"
+        ) from None
+
+
+def parse_seeds(text: str) -> Tuple[int, ...]:
+    """`0,1,2` (a list) or `0:4` (a range, stop excluded)."""
+    try:
+        if ":" in text:
+            start, stop = (int(p) for p in text.split(":"))
+            seeds = tuple(range(start, stop))
+        else:
+            seeds = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise ValueError(f"bad seeds {text!r}; give a list like 0,1,2 or a range like 0:3") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise ValueError(f"bad seeds {text!r}; seeds are integers >= 0, e.g. 0,1,2 or 0:3")
+    return seeds
+
+
+def parse_names(text: str) -> Tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+PRESETS: Registry[SweepSpec] = Registry("preset")
+
+
+def preset(spec: SweepSpec) -> SweepSpec:
+    return PRESETS.register(spec.name)(spec)
+
+
+def _range(start: float, stop: float, step: float) -> Tuple[float, ...]:
+    return parse_compressions(f"{start}:{stop}:{step}")
+
+
+def _defaults(*names: str) -> Tuple[AlgorithmVariant, ...]:
+    return tuple(AlgorithmVariant(n) for n in names)
+
+
+preset(SweepSpec(
+    name="quickstart",
+    description="offline on CPU in minutes: mlp and conv on the 8x8 digits bundled with scikit-learn",
+    models=("mlp", "conv"), datasets=("digits",), algorithms=_defaults(*ALL_ALGORITHMS),
+    log10_compressions=(0.0, 0.5, 1.0, 1.5, 2.0), seeds=(0, 1),
+    train=TrainSpec(epochs=15, batch_size=64, lr=0.1, momentum=0.9, weight_decay=5e-4, lr_drops=(10,),
+                    lr_drop_factor=0.1),
+))
+preset(SweepSpec(
+    name="fig1",
+    description="the paper's Fig. 1: vgg16_bn on CIFAR-100, top-1 against compression",
+    models=("vgg16_bn",), datasets=("cifar100",), algorithms=_defaults(*ALL_ALGORITHMS),
+    log10_compressions=_range(0, 3, 0.25), seeds=(0, 1, 2),
+))
+preset(SweepSpec(
+    name="fig6",
+    description="the paper's Fig. 6: 12 (model, dataset) pairs with their recipes",
+    models=("vgg11_bn", "vgg16_bn", "resnet18", "wide_resnet18"), datasets=("cifar10", "cifar100", "tiny_imagenet"),
+    algorithms=_defaults(*ALL_ALGORITHMS), log10_compressions=_range(0, 3, 0.25), seeds=(0, 1, 2),
+))
+preset(SweepSpec(
+    name="layer-collapse",
+    description="prune only, vgg16_bn/CIFAR-100 up to 10^6: where each algorithm collapses a layer",
+    models=("vgg16_bn",), datasets=("cifar100",), algorithms=_defaults(*ALL_ALGORITHMS),
+    log10_compressions=_range(0, 6, 0.25), seeds=(0, 1, 2), train_overrides=(("epochs", 0),),
+))
+preset(SweepSpec(
+    name="iterative-snip",
+    description="SNIP with 1, 10 and 100 iterations against SynFlow on vgg16_bn/CIFAR-100",
+    models=("vgg16_bn",), datasets=("cifar100",),
+    algorithms=(AlgorithmVariant("snip", 1), AlgorithmVariant("snip", 10), AlgorithmVariant("snip", 100),
+                AlgorithmVariant("synflow")),
+    log10_compressions=_range(0, 3, 0.25), seeds=(0, 1, 2),
+))
+preset(SweepSpec(
+    name="train-mode",
+    description="SNIP and GraSP scored with batch-norm in eval mode and in train mode on vgg16_bn/CIFAR-100",
+    models=("vgg16_bn",), datasets=("cifar100",),
+    algorithms=tuple(AlgorithmVariant(a, mode=m) for a in ("snip", "grasp") for m in ("eval", "train")),
+    log10_compressions=_range(0, 3, 0.25), seeds=(0, 1, 2),
+))
+
+
+def with_overrides(
+    base: SweepSpec,
+    *,
+    models: Optional[str] = None,
+    datasets: Optional[str] = None,
+    algorithms: Optional[str] = None,
+    log10_compressions: Optional[str] = None,
+    seeds: Optional[str] = None,
+    iterations: Optional[int] = None,
+    levels: Optional[int] = None,
+    **train: object,
+) -> SweepSpec:
+    """The preset with CLI axis overrides; each value is validated and named in the error."""
+    changes: Dict[str, object] = {}
+    if models:
+        changes["models"] = parse_names(models)
+    if datasets:
+        changes["datasets"] = parse_names(datasets)
+    variants = base.algorithms
+    if algorithms:
+        variants = tuple(AlgorithmVariant(a, levels=(levels or 0) if a == "imp" else 0) for a in parse_names(algorithms))
+    if iterations is not None:
+        variants = tuple(dataclasses.replace(v, iterations=iterations) for v in variants)
+    if levels is not None and not algorithms:
+        variants = tuple(dataclasses.replace(v, levels=levels) if v.algorithm == "imp" else v for v in variants)
+    changes["algorithms"] = tuple(dict.fromkeys(variants))
+    if log10_compressions:
+        changes["log10_compressions"] = parse_compressions(log10_compressions)
+    if seeds:
+        changes["seeds"] = parse_seeds(seeds)
+    train_changes = tuple((k, v) for k, v in train.items() if v is not None)
+    if train_changes:
+        changes["train_overrides"] = tuple(dict(base.train_overrides, **dict(train_changes)).items())
+    return dataclasses.replace(base, **changes)

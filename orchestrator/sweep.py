@@ -1,0 +1,344 @@
+"""Run a sweep on a Ray cluster (or local Ray) and land every finished trial in the results store.
+
+    python -m orchestrator.sweep                       # the offline quickstart preset, local Ray, CPU
+    python -m orchestrator.sweep --preset fig6 --store s3://bucket/results --storage-path s3://bucket/ray
+    python -m orchestrator.sweep --preset fig1 --seeds 0:5 --dry-run   # what would run, and what is done
+    python -m orchestrator.sweep --preset fig6 --resume                # continue an interrupted sweep
+
+Trials already in the store are skipped, so extending a sweep (more seeds,
+more compressions) runs only the new ones. Every trial checkpoints each epoch
+to the storage path and restarts from its last checkpoint after a failure.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import socket
+import sys
+import time
+from collections import Counter
+from typing import Dict, List, Optional, Sequence
+
+from orchestrator.grid import PRESETS, SweepSpec, with_overrides
+from orchestrator.resources import ResourcePolicy, trial_resources
+from orchestrator.store import ResultsStore, StoreError
+from trainables.cli import OneLineArgumentParser
+from trainables.pruning.scores import SCORERS
+from trainables.specs import TrialSpec
+
+# Bounding kept checkpoints (num_to_keep) makes Tune snapshot experiment state often; that is intended here.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+DEFAULT_STORE = "results"
+DEFAULT_STORAGE = "ray_runs"
+DEFAULT_MAX_FAILURES = 3
+
+
+class UsageError(ValueError):
+    """Bad input: one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = OneLineArgumentParser(prog="python -m orchestrator.sweep", description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="presets: " + "; ".join(f"{n}: {PRESETS[n].description}" for n in PRESETS.names()))
+    ap.add_argument("--preset", default="quickstart", help=f"one of: {', '.join(PRESETS.names())} (default quickstart)")
+    axes = ap.add_argument_group("grid overrides (replace the preset's axis)")
+    axes.add_argument("--models", help="comma-separated model names")
+    axes.add_argument("--datasets", help="comma-separated dataset names")
+    axes.add_argument("--algorithms", help="comma-separated: synflow, snip, grasp, magnitude, random, imp")
+    axes.add_argument("--log10-compressions", help="a list 0,0.5,1 or a range start:stop:step like 0:3:0.25")
+    axes.add_argument("--seeds", help="a list 0,1,2 or a range 0:3 (stop excluded)")
+    axes.add_argument("--iterations", type=int, help="pruning rounds for every algorithm")
+    axes.add_argument("--levels", type=int, help="train-prune-rewind levels for imp (default 3)")
+    train = ap.add_argument_group("training overrides (on top of each pair's paper recipe)")
+    train.add_argument("--epochs", type=int, help="epochs per trial; learning-rate drops move in proportion")
+    train.add_argument("--lr", type=float)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--weight-decay", type=float)
+    train.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="auto: bf16 on GPU, fp32 on CPU")
+    where = ap.add_argument_group("where things live")
+    where.add_argument("--store", default=DEFAULT_STORE, help="results store: a directory or a pyarrow URI (s3://, gs://)")
+    where.add_argument("--storage-path", default=DEFAULT_STORAGE, help="Ray's run directory and checkpoints (shared on a cluster)")
+    where.add_argument("--data-dir", help="dataset root on every node (default $PRUNE_SWEEP_DATA or ./data)")
+    where.add_argument("--address", help="Ray cluster address host:port (default: a running cluster, else local Ray)")
+    run = ap.add_argument_group("running")
+    run.add_argument("--resume", action="store_true", help="continue the latest interrupted run of this sweep")
+    run.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    run.add_argument("--max-failures", type=int, default=DEFAULT_MAX_FAILURES, help="restarts per trial")
+    run.add_argument("--gpus-per-trial", type=float, help="override the GPU share sized to model and data")
+    run.add_argument("--cpus-per-trial", type=float, help="override the CPUs per trial")
+    run.add_argument("--num-cpus", type=int, help="CPUs of a local Ray started here (default: all)")
+    run.add_argument("--name", help="sweep label in the store (default: the preset's name)")
+    run.add_argument("--dry-run", action="store_true", help="run nothing; print the plan")
+    run.add_argument("--json", action="store_true", help="print the plan or the summary as one JSON object")
+    return ap
+
+
+def resolve_sweep(args: argparse.Namespace) -> SweepSpec:
+    base = PRESETS[args.preset]
+    sweep = with_overrides(
+        base, models=args.models, datasets=args.datasets, algorithms=args.algorithms,
+        log10_compressions=args.log10_compressions, seeds=args.seeds, iterations=args.iterations, levels=args.levels,
+        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
+        precision=args.precision,
+    )
+    if args.name:
+        import dataclasses
+        sweep = dataclasses.replace(sweep, name=args.name)
+    for flag in ("max_concurrent", "max_failures"):
+        value = getattr(args, flag)
+        if value is not None and value < (1 if flag == "max_concurrent" else 0):
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= {1 if flag == 'max_concurrent' else 0}, got {value}")
+    return sweep
+
+
+def estimated_prune_passes(spec: TrialSpec) -> Optional[int]:
+    """Forward/backward passes the prune will take (iterations x examples); None for imp (it trains)."""
+    if spec.prune.algorithm == "imp":
+        return None
+    from trainables.data import dataset_info
+
+    scorer = SCORERS[spec.prune.algorithm]
+    info = dataset_info(spec.data.name, spec.data.input_shape, spec.data.num_classes)
+    examples = spec.prune.examples_per_class * info.num_classes if scorer.needs_data else 1
+    return spec.prune.iterations * examples * scorer.passes_per_example
+
+
+def plan(sweep: SweepSpec, store: ResultsStore, policy: ResourcePolicy) -> Dict:
+    trials = sweep.trials()
+    done = store.finished_ids() if store.exists() else set()
+    to_run = [t for t in trials if t.trial_id not in done]
+    asks = Counter(json.dumps(trial_resources(t, policy), sort_keys=True) for t in to_run)
+    passes = [estimated_prune_passes(t) for t in to_run]
+    return {
+        "sweep": sweep.name, "trials": len(trials), "done": len(trials) - len(to_run), "to_run": len(to_run),
+        "resources": [{"per_trial": json.loads(k), "trials": n} for k, n in sorted(asks.items())],
+        "prune_passes": sum(p for p in passes if p is not None),
+        "imp_trials_not_counted_in_prune_passes": sum(p is None for p in passes),
+        "store": str(store), "to_run_specs": to_run,
+    }
+
+
+def print_plan(p: Dict, as_json: bool, gpu_note: str) -> None:
+    public = {k: v for k, v in p.items() if k != "to_run_specs"}
+    if as_json:
+        print(json.dumps(public))
+        return
+    print(f"sweep {p['sweep']}: {p['trials']} trials, {p['done']} already in {p['store']}, {p['to_run']} to run")
+    for r in p["resources"]:
+        print(f"  {r['trials']} trials ask for {r['per_trial']} each")
+    print(f"  pruning: {p['prune_passes']:,} forward/backward passes in total"
+          + (f" (+ {p['imp_trials_not_counted_in_prune_passes']} imp trials, which train to prune)"
+             if p["imp_trials_not_counted_in_prune_passes"] else ""))
+    if gpu_note:
+        print(f"  {gpu_note}")
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"bad --address {address!r}; give host:port of the Ray head, e.g. 10.0.0.5:6379")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot reach a Ray cluster at --address {address}: {exc.strerror or exc}") from None
+
+
+def connect(args: argparse.Namespace) -> str:
+    import logging
+
+    import ray
+
+    quiet = dict(logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
+    if args.address:
+        check_reachable(args.address)
+        ray.init(address=args.address, logging_level=logging.WARNING, log_to_driver=False)
+        return f"cluster at {args.address}"
+    try:
+        ray.init(address="auto", logging_level=logging.WARNING, log_to_driver=False)
+        return "running cluster"
+    except ConnectionError:
+        ray.init(num_cpus=args.num_cpus, **quiet)
+        return f"local Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
+
+
+def _absolute(location: str) -> str:
+    return location if "://" in location else os.path.abspath(os.path.expanduser(location))
+
+
+def latest_run(storage_path: str, sweep_name: str) -> Optional[str]:
+    """The newest restorable run directory of this sweep under the storage path."""
+    import pyarrow.fs as pafs
+    from ray import tune
+
+    fs, root = pafs.FileSystem.from_uri(storage_path) if "://" in storage_path else (pafs.LocalFileSystem(), storage_path)
+    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    runs = sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith(sweep_name + "-"))
+    for name in reversed(runs):
+        path = f"{storage_path.rstrip('/')}/{name}"
+        if tune.Tuner.can_restore(path):
+            return path
+    return None
+
+
+def _format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def make_progress(total: int, name: str, stream=sys.stderr, interval: float = 5.0):
+    from ray.tune import Callback
+
+    class Progress(Callback):
+        """One line of progress every few seconds: done/total, running, failed, ETA."""
+
+        def __init__(self) -> None:
+            self.start = time.time()
+            self.done = 0
+            self.failed = 0
+            self.restarted = 0
+            self.last_print = 0.0
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.done += 1
+            self.maybe_print(trials, force=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.failed += 1
+            self.maybe_print(trials, force=True)
+
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            self.restarted += 1
+
+        def on_step_end(self, iteration, trials, **info):
+            self.maybe_print(trials)
+
+        def maybe_print(self, trials, force: bool = False) -> None:
+            now = time.time()
+            if not force and now - self.last_print < interval:
+                return
+            self.last_print = now
+            running = sum(1 for t in trials if t.status == "RUNNING")
+            elapsed = now - self.start
+            finished = self.done + self.failed
+            eta = elapsed / finished * (total - finished) if finished else None
+            print(f"[{name}] {self.done}/{total} done, {running} running, {self.failed} failed"
+                  + (f", {self.restarted} restarted" if self.restarted else "")
+                  + f", {_format_seconds(elapsed)} elapsed" + (f", ETA {_format_seconds(eta)}" if eta is not None else ""),
+                  file=stream, flush=True)
+
+    return Progress()
+
+
+def run_sweep(args: argparse.Namespace, sweep: SweepSpec, store: ResultsStore, to_run: Sequence[TrialSpec],
+              policy: ResourcePolicy) -> Dict:
+    from ray import tune
+    from ray.tune import PlacementGroupFactory
+
+    from trainables.trial import run_trial
+
+    storage_path = _absolute(args.storage_path)
+
+    def resources(config: Dict) -> PlacementGroupFactory:
+        return PlacementGroupFactory([trial_resources(TrialSpec.from_dict(config["spec"]), policy)])
+
+    trainable = tune.with_resources(run_trial, resources)
+    restored = latest_run(storage_path, sweep.name) if args.resume else None
+    start = time.time()
+    if restored:
+        tuner = tune.Tuner.restore(restored, trainable=trainable, resume_errored=True)
+        print(f"[{sweep.name}] resuming {restored}", file=sys.stderr)
+        total = len(to_run)
+    else:
+        if args.resume:
+            print(f"[{sweep.name}] no interrupted run to resume under {storage_path}; starting the remaining trials",
+                  file=sys.stderr)
+        if not to_run:
+            return {"ran": 0, "seconds": 0.0, "errored": []}
+        run_name = f"{sweep.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        tuner = tune.Tuner(
+            trainable,
+            param_space={
+                "spec": tune.grid_search([t.to_dict() for t in to_run]),
+                "store": _absolute(str(store)), "sweep": sweep.name,
+                "data_dir": _absolute(args.data_dir) if args.data_dir else None,
+                "checkpoint_root": f"{storage_path.rstrip('/')}/{run_name}",
+            },
+            tune_config=tune.TuneConfig(
+                reuse_actors=True, max_concurrent_trials=args.max_concurrent,
+                trial_dirname_creator=lambda trial: TrialSpec.from_dict(trial.config["spec"]).trial_id,
+            ),
+            run_config=tune.RunConfig(
+                name=run_name, storage_path=storage_path, verbose=0,
+                failure_config=tune.FailureConfig(max_failures=args.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                callbacks=[make_progress(len(to_run), sweep.name)],
+            ),
+        )
+        total = len(to_run)
+        print(f"[{sweep.name}] running {total} trials; Ray run directory {storage_path}/{run_name}", file=sys.stderr)
+    results = tuner.fit()
+    errored = [str(r.error).splitlines()[0] if r.error else "" for r in results if r.error is not None]
+    return {"ran": total, "seconds": time.time() - start, "errored": errored}
+
+
+def summarize(sweep: SweepSpec, store: ResultsStore, outcome: Dict) -> Dict:
+    ids = {t.trial_id for t in sweep.trials()}
+    trials = store.read("trials") if store.exists() else None
+    mine = trials[trials.trial_id.isin(ids)] if trials is not None and len(trials) else None
+    statuses = mine.status.value_counts().to_dict() if mine is not None else {}
+    return {
+        "sweep": sweep.name, "trials": len(ids), "in_store": 0 if mine is None else int(len(mine)),
+        "completed": int(statuses.get("completed", 0)), "diverged": int(statuses.get("diverged", 0)),
+        "errored": len(outcome["errored"]), "ran": outcome["ran"], "seconds": round(outcome["seconds"], 1),
+        "store": str(store),
+    }
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        sweep = resolve_sweep(args)
+        store = ResultsStore(args.store)
+        if not args.dry_run:
+            store.check_writable()
+        cluster_gpus = args.gpus_per_trial != 0
+        policy = ResourcePolicy(cluster_has_gpus=cluster_gpus, gpus_per_trial=args.gpus_per_trial,
+                                cpus_per_trial=args.cpus_per_trial)
+        if args.dry_run:
+            print_plan(plan(sweep, store, policy), args.json,
+                       "" if args.json else "GPU shares apply on a cluster with GPUs; without GPUs every trial runs on CPU")
+            return 0
+        where = connect(args)
+        import ray
+
+        policy = ResourcePolicy(cluster_has_gpus=ray.cluster_resources().get("GPU", 0) > 0,
+                                gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial)
+        the_plan = plan(sweep, store, policy)
+        if not args.json:
+            print_plan(the_plan, False, f"on {where}")
+        outcome = run_sweep(args, sweep, store, the_plan["to_run_specs"], policy)
+    except (ValueError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = summarize(sweep, store, outcome)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        location = summary["store"]
+        print(f"{sweep.name}: {summary['in_store']}/{summary['trials']} trials in the store "
+              f"({summary['completed']} completed, {summary['diverged']} diverged, {summary['errored']} errored) "
+              f"after {_format_seconds(summary['seconds'])}; store: {location} "
+              f"(pd.read_parquet('{location.rstrip('/')}/trials'))")
+    return 1 if summary["errored"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

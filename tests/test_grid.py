@@ -1,0 +1,74 @@
+"""Sweep grids: presets, axis parsing, overrides, recipes and resources."""
+import pytest
+
+from orchestrator.grid import PRESETS, AlgorithmVariant, parse_compressions, parse_seeds, with_overrides
+from orchestrator.resources import ResourcePolicy, trial_resources
+from trainables.training import paper_recipe
+
+
+def test_preset_sizes():
+    sizes = {name: len(PRESETS[name].trials()) for name in PRESETS.names()}
+    assert sizes == {"quickstart": 100, "fig1": 5 * 13 * 3, "fig6": 12 * 5 * 13 * 3, "layer-collapse": 5 * 25 * 3,
+                     "iterative-snip": 4 * 13 * 3, "train-mode": 4 * 13 * 3}
+
+
+def test_fig6_uses_each_pairs_paper_recipe():
+    trials = PRESETS["fig6"].trials()
+    by_pair = {(t.model.name, t.data.name): t.train for t in trials}
+    assert by_pair[("vgg16_bn", "cifar100")] == paper_recipe("vgg16_bn", "cifar100")
+    assert (by_pair[("resnet18", "cifar10")].lr, by_pair[("resnet18", "cifar10")].lr_drop_factor,
+            by_pair[("resnet18", "cifar10")].weight_decay) == (0.01, 0.2, 5e-4)
+    assert by_pair[("vgg11_bn", "tiny_imagenet")].lr_drops == (30, 60, 80)
+    assert by_pair[("wide_resnet18", "tiny_imagenet")].epochs == 100
+    assert {t.prune.iterations for t in trials if t.prune.algorithm == "synflow"} == {100}
+
+
+def test_layer_collapse_is_prune_only_to_1e6_and_variants_are_distinct_trials():
+    trials = PRESETS["layer-collapse"].trials()
+    assert {t.train.epochs for t in trials} == {0} and max(t.prune.log10_compression for t in trials) == 6.0
+    snip = [t for t in PRESETS["iterative-snip"].trials() if t.prune.algorithm == "snip"]
+    assert sorted({t.prune.iterations for t in snip}) == [1, 10, 100]
+    modes = {(t.prune.algorithm, t.prune.mode) for t in PRESETS["train-mode"].trials()}
+    assert modes == {("snip", "eval"), ("snip", "train"), ("grasp", "eval"), ("grasp", "train")}
+
+
+def test_axis_parsing():
+    assert parse_compressions("0:3:0.25") == tuple(i * 0.25 for i in range(13))
+    assert parse_compressions("0,0.5,1") == (0.0, 0.5, 1.0)
+    assert parse_seeds("0:3") == (0, 1, 2) and parse_seeds("4,7") == (4, 7)
+    for bad in ("0:3", "1:0:0.5", "0:1:0", "x"):
+        with pytest.raises(ValueError, match="bad log10 compressions"):
+            parse_compressions(bad)
+
+
+def test_overrides_replace_axes_and_shorten_recipes_in_proportion():
+    s = with_overrides(PRESETS["fig1"], algorithms="snip,imp", seeds="0", log10_compressions="1", epochs=16, levels=2)
+    trials = s.trials()
+    assert [(t.prune.algorithm, t.prune.levels) for t in trials] == [("snip", 0), ("imp", 2)]
+    assert trials[0].train.epochs == 16 and trials[0].train.lr_drops == (6, 12)
+    assert with_overrides(PRESETS["quickstart"], iterations=5).trials()[0].prune.iterations == 5
+    # The same trial in two sweeps has one id: a second sweep skips it.
+    assert {t.trial_id for t in with_overrides(PRESETS["fig6"], models="vgg16_bn", datasets="cifar100").trials()} \
+        == {t.trial_id for t in PRESETS["fig1"].trials()}
+
+
+def test_bad_axis_values_name_the_value():
+    with pytest.raises(ValueError, match="unknown model 'vgg17'"):
+        with_overrides(PRESETS["fig1"], models="vgg17")
+    with pytest.raises(ValueError, match="unknown algorithm 'snap'"):
+        AlgorithmVariant("snap")
+    with pytest.raises(ValueError, match="the paper gives no recipe for mlp/cifar10"):
+        with_overrides(PRESETS["fig1"], models="mlp", datasets="cifar10")
+
+
+def test_resources_are_sized_to_model_and_data_and_drop_gpus_without_them():
+    trials = {(t.model.name, t.data.name): t for t in PRESETS["fig6"].trials()}
+    gpu = ResourcePolicy(cluster_has_gpus=True)
+    assert trial_resources(trials[("vgg16_bn", "cifar10")], gpu) == {"CPU": 1.0, "GPU": 0.25}
+    assert trial_resources(trials[("resnet18", "tiny_imagenet")], gpu) == {"CPU": 1.0, "GPU": 0.5}
+    assert trial_resources(trials[("wide_resnet18", "tiny_imagenet")], gpu) == {"CPU": 1.0, "GPU": 1.0}
+    assert trial_resources(trials[("vgg16_bn", "cifar10")], ResourcePolicy()) == {"CPU": 1.0}
+    override = ResourcePolicy(cluster_has_gpus=True, gpus_per_trial=0.5, cpus_per_trial=4)
+    assert trial_resources(trials[("vgg16_bn", "cifar10")], override) == {"CPU": 4, "GPU": 0.5}
+    imagenet = with_overrides(PRESETS["quickstart"], models="imagenet_resnet50", datasets="imagenet").trials()[0]
+    assert trial_resources(imagenet, gpu) == {"CPU": 8.0, "GPU": 1.0}

@@ -1,0 +1,223 @@
+"""The sweep CLI on real Ray clusters: store rows, skipping, extending, driver kill + resume, node loss."""
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pandas as pd
+import pytest
+
+from orchestrator.store import ResultsStore
+
+RAY = str(pathlib.Path(sys.executable).with_name("ray"))
+# Token auth for every process of the test clusters (Ray enables it on the head once ~/.ray/auth_token exists).
+CLUSTER_ENV = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_DEDUP_LOGS": "0"}
+SLOW_TRIALS = ["--models", "vgg11_bn", "--datasets", "synthetic", "--algorithms", "magnitude",
+               "--epochs", "5", "--lr", "0.01", "--batch-size", "64"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """A real Ray cluster started with `ray start`, torn down by killing only its own processes."""
+
+    def __init__(self, head_cpus: int):
+        self.temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths are length-limited
+        self.port = free_port()
+        subprocess.run([RAY, "get-auth-token", "--generate"], env=CLUSTER_ENV, capture_output=True)
+        subprocess.run([RAY, "start", "--head", f"--port={self.port}", f"--num-cpus={head_cpus}",
+                        f"--temp-dir={self.temp_dir}", "--include-dashboard=false", "--disable-usage-stats"],
+                       env=CLUSTER_ENV, check=True, capture_output=True)
+        self.address = f"127.0.0.1:{self.port}"
+
+    def add_node(self, cpus: int) -> int:
+        manager_port = free_port()
+        subprocess.run([RAY, "start", f"--address={self.address}", f"--num-cpus={cpus}",
+                        f"--node-manager-port={manager_port}", "--disable-usage-stats"],
+                       env=CLUSTER_ENV, check=True, capture_output=True)
+        return manager_port
+
+    def kill_raylet(self, manager_port: int) -> None:
+        pids = subprocess.run(["pgrep", "-f", f"raylet.*node_manager_port={manager_port}"], capture_output=True,
+                              text=True).stdout.split()
+        assert pids, "the second node's raylet is not running"
+        for pid in pids:
+            os.kill(int(pid), signal.SIGKILL)
+
+    def stop(self) -> None:
+        subprocess.run(["pkill", "-9", "-f", self.temp_dir])
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = Cluster(head_cpus=2)
+    yield c
+    c.stop()
+
+
+def sweep(*args, wait=True, **kwargs):
+    cmd = [sys.executable, "-m", "orchestrator.sweep", *args]
+    if wait:
+        return subprocess.run(cmd, capture_output=True, text=True, env=CLUSTER_ENV, timeout=600, **kwargs)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CLUSTER_ENV, **kwargs)
+
+
+def small(tmp_path, *extra):
+    return ["--models", "mlp", "--algorithms", "synflow,magnitude,snip", "--log10-compressions", "0,1",
+            "--seeds", "0", "--epochs", "2", "--store", str(tmp_path / "store"),
+            "--storage-path", str(tmp_path / "ray"), *extra]
+
+
+def checkpointed_unfinished(tmp_path, max_epoch: int = 10**9) -> set:
+    """Trials with a checkpoint, not yet in the store, whose newest checkpoint is at most `max_epoch`."""
+    store = ResultsStore(tmp_path / "store")
+    done = store.finished_ids() if store.exists() else set()
+    ray_dir = tmp_path / "ray"
+    trial_dirs = [d for run in ray_dir.glob("*") for d in run.glob("*") if d.is_dir()]
+    found = set()
+    for d in trial_dirs:
+        indices = [int(c.name.split("_")[1]) for c in d.glob("checkpoint_*")]
+        if indices and max(indices) + 1 <= max_epoch and d.name not in done:
+            found.add(d.name)
+    return found
+
+
+def wait_until(predicate, timeout=240, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_sweep_lands_every_trial_once_skips_done_ones_and_extends(cluster, tmp_path):
+    out = sweep(*small(tmp_path), "--address", cluster.address)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "6/6 trials in the store (6 completed, 0 diverged, 0 errored)" in out.stdout
+    assert "store: " + str(tmp_path / "store") in out.stdout
+    assert "done, " in out.stderr and "running" in out.stderr  # progress lines
+    trials = pd.read_parquet(tmp_path / "store" / "trials")
+    assert len(trials) == 6 and trials.trial_id.is_unique
+    assert sorted(trials.algorithm.unique()) == ["magnitude", "snip", "synflow"]
+    assert len(pd.read_parquet(tmp_path / "store" / "epochs")) == 12
+    assert (pd.read_parquet(tmp_path / "store" / "layers").groupby("trial_id").size() == 3).all()
+
+    plan = json.loads(sweep(*small(tmp_path), "--dry-run", "--json").stdout)
+    assert (plan["trials"], plan["done"], plan["to_run"]) == (6, 6, 0)
+    again = sweep(*small(tmp_path), "--address", cluster.address)
+    assert again.returncode == 0 and "0 to run" in again.stdout
+    assert len(pd.read_parquet(tmp_path / "store" / "trials")) == 6
+
+    extended = small(tmp_path)
+    extended[extended.index("--seeds") + 1] = "0,1"
+    plan = json.loads(sweep(*extended, "--dry-run", "--json").stdout)
+    assert (plan["trials"], plan["done"], plan["to_run"]) == (12, 6, 6)
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "store" / "trials").iterdir()}
+    out = sweep(*extended, "--address", cluster.address)
+    assert out.returncode == 0, out.stderr[-3000:]
+    trials = pd.read_parquet(tmp_path / "store" / "trials")
+    assert len(trials) == 12 and trials.trial_id.is_unique and sorted(trials.seed.unique()) == [0, 1]
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "store" / "trials").iterdir()}
+    assert all(after[name] == mtime for name, mtime in before.items())  # the first 6 were not rerun
+
+
+@pytest.mark.slow
+def test_driver_sigkill_then_resume_completes_without_rerunning_or_duplicating(cluster, tmp_path):
+    args = [*SLOW_TRIALS, "--log10-compressions", "0,0.5,1", "--seeds", "0", "--store", str(tmp_path / "store"),
+            "--storage-path", str(tmp_path / "ray"), "--address", cluster.address]
+    driver = sweep(*args, wait=False)
+    store = ResultsStore(tmp_path / "store")
+    # Kill while one trial is done and another is early in its 5 epochs (about 3 s each): well clear of its end.
+    wait_until(lambda: store.exists() and len(store.finished_ids()) >= 1 and checkpointed_unfinished(tmp_path, 3),
+               what="one finished trial and one checkpointed trial at epoch <= 3")
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    time.sleep(2)  # the killed driver's trial actors go with it; nothing may land after this
+    finished_before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "store" / "trials").iterdir()}
+    interrupted = checkpointed_unfinished(tmp_path)
+    assert interrupted, "the kill interrupted no trial: the test would prove nothing"
+    assert len(finished_before) < 3
+
+    out = sweep(*args, "--resume")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resuming" in out.stderr
+    trials = pd.read_parquet(tmp_path / "store" / "trials")
+    assert len(trials) == 3 and trials.trial_id.is_unique and (trials.status == "completed").all()
+    epochs = pd.read_parquet(tmp_path / "store" / "epochs")
+    assert (epochs.groupby("trial_id").epoch.apply(list) == pd.Series({t: [1, 2, 3, 4, 5] for t in trials.trial_id})).all()
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "store" / "trials").iterdir()}
+    assert all(after[name] == mtime for name, mtime in finished_before.items())  # finished trials were not rerun
+    resumed = trials.set_index("trial_id").loc[sorted(interrupted)]
+    assert (resumed.restarts >= 1).all() and (resumed.resumed_from_epoch >= 1).all()
+
+
+@pytest.mark.slow
+def test_losing_a_node_mid_sweep_resumes_its_trials_from_checkpoints(tmp_path):
+    two_nodes = Cluster(head_cpus=1)
+    try:
+        node_port = two_nodes.add_node(cpus=1)
+        args = [*SLOW_TRIALS, "--log10-compressions", "0,0.5,1,1.5", "--seeds", "0",
+                "--store", str(tmp_path / "store"), "--storage-path", str(tmp_path / "ray"),
+                "--address", two_nodes.address]
+        driver = sweep(*args, wait=False)
+        # With one CPU per node, two checkpointed unfinished trials means one of them runs on the second node.
+        wait_until(lambda: len(checkpointed_unfinished(tmp_path, 3)) >= 2, what="two trials running with checkpoints")
+        two_nodes.kill_raylet(node_port)
+        stdout, stderr = driver.communicate(timeout=600)
+        assert driver.returncode == 0, stderr[-3000:]
+        trials = pd.read_parquet(tmp_path / "store" / "trials")
+        assert len(trials) == 4 and trials.trial_id.is_unique and (trials.status == "completed").all()
+        assert (trials.restarts >= 1).sum() >= 1
+        restarted = trials[trials.restarts >= 1]
+        assert (restarted.resumed_from_epoch >= 1).all()  # from a checkpoint, not from epoch 0
+        epochs = pd.read_parquet(tmp_path / "store" / "epochs")
+        assert len(epochs) == 4 * 5 and not epochs.duplicated(["trial_id", "epoch"]).any()
+    finally:
+        two_nodes.stop()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--preset", "fig7"], "unknown preset 'fig7'; valid presets: fig1, fig6, iterative-snip, layer-collapse, quickstart, train-mode"),
+    (["--models", "vgg17"], "unknown model 'vgg17'; valid models: "),
+    (["--algorithms", "synflow,snap"], "unknown algorithm 'snap'; valid algorithms: "),
+    (["--datasets", "svhn"], "unknown dataset 'svhn'; valid datasets: "),
+    (["--log10-compressions", "0:3"], "bad log10 compressions '0:3'"),
+    (["--log10-compressions=-1,2"], "log10_compression must be a finite number >= 0"),
+    (["--log10-compressions", "-1,2"], "argument --log10-compressions: expected one argument"),
+    (["--max-concurrent", "0"], "--max-concurrent must be >= 1, got 0"),
+    (["--seeds", "a,b"], "bad seeds 'a,b'"),
+    (["--epochs", "-2"], "epochs must be >= 0"),
+    (["--address", "127.0.0.1:1"], "cannot reach a Ray cluster at --address 127.0.0.1:1"),
+    (["--address", "nonsense"], "bad --address 'nonsense'"),
+    (["--store", "/etc/hostname/results"], "store /etc/hostname/results is not writable"),
+])
+def test_bad_input_is_one_line_with_exit_code_2(args, needle, tmp_path):
+    out = sweep(*args, "--storage-path", str(tmp_path / "ray"), **({} if "--store" in args else {}))
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
+    assert needle in out.stderr
+
+
+def test_dry_run_reports_counts_resources_and_prune_passes(tmp_path):
+    out = sweep("--preset", "fig6", "--dry-run", "--json", "--store", str(tmp_path / "store"))
+    plan = json.loads(out.stdout)
+    assert (plan["trials"], plan["to_run"], plan["done"]) == (2340, 2340, 0)
+    asks = {json.dumps(r["per_trial"], sort_keys=True): r["trials"] for r in plan["resources"]}
+    assert asks == {'{"CPU": 1.0, "GPU": 0.25}': 1170, '{"CPU": 1.0, "GPU": 0.5}': 975, '{"CPU": 1.0, "GPU": 1.0}': 195}
+    # per (pair, seed, compression): synflow 100 rounds x 1 + snip 10*C examples + grasp 2 x 10*C, C = 10, 100, 200
+    assert plan["prune_passes"] == 4 * 3 * 13 * sum(100 + 10 * c + 2 * 10 * c for c in (10, 100, 200))
+    text = sweep("--dry-run", "--store", str(tmp_path / "store")).stdout
+    assert "sweep quickstart: 100 trials, 0 already in" in text and "100 to run" in text
+    cpu_only = json.loads(sweep("--dry-run", "--json", "--gpus-per-trial", "0").stdout)
+    assert cpu_only["resources"] == [{"per_trial": {"CPU": 1.0}, "trials": 100}]

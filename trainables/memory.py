@@ -1,0 +1,79 @@
+"""How much GPU memory a trial will need, so a packed trial refuses to start rather than crash its neighbours.
+
+Several trials share one GPU through fractional Ray resources, but Ray does
+not police memory: a trial that outgrows its share takes an out-of-memory
+error down with whoever shares the device. The estimate is deliberately
+simple and conservative: weights, gradients and momentum in fp32, the
+activations a backward pass keeps (measured with one batch-1 forward pass),
+the device-resident dataset, and the CUDA context.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+CUDA_CONTEXT_BYTES = 600 * 2**20
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    parameter_bytes: int   # weights + gradients + momentum, fp32
+    activation_bytes: int  # kept for backward, at the batch size and precision
+    data_bytes: int        # uint8 dataset resident on the device
+    context_bytes: int = CUDA_CONTEXT_BYTES
+
+    @property
+    def total(self) -> int:
+        return self.parameter_bytes + self.activation_bytes + self.data_bytes + self.context_bytes
+
+
+def activation_elements_per_example(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Sum of every leaf module's output size for one example (what autograd keeps, roughly)."""
+    total = 0
+    hooks = []
+
+    def count(module, inputs, output):
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += output[0].numel()
+
+    for module in model.modules():
+        if not list(module.children()):
+            hooks.append(module.register_forward_hook(count))
+    was_training = model.training
+    param = next(model.parameters())
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape), dtype=param.dtype, device=param.device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return total
+
+
+def estimate_training_memory(model: nn.Module, input_shape: Sequence[int], batch_size: int, precision: str,
+                             dataset_bytes: int = 0) -> MemoryEstimate:
+    params = sum(p.numel() for p in model.parameters())
+    bytes_per_activation = 2 if precision == "bf16" else 4
+    # x2: autograd keeps inputs as well as outputs of many layers (conv + BN + ReLU chains).
+    activations = 2 * activation_elements_per_example(model, input_shape) * batch_size * bytes_per_activation
+    return MemoryEstimate(parameter_bytes=params * 4 * 3, activation_bytes=activations, data_bytes=dataset_bytes)
+
+
+def check_fits(estimate: MemoryEstimate, device_bytes: int, share: float, what: str) -> None:
+    """Raise MemoryError with a clear message when the estimate exceeds `share` of the device."""
+    budget = device_bytes * share
+    if estimate.total > budget:
+        raise MemoryError(
+            f"{what} needs about {estimate.total / GIB:.1f} GiB of GPU memory "
+            f"(weights+grads+momentum {estimate.parameter_bytes / GIB:.1f}, activations "
+            f"{estimate.activation_bytes / GIB:.1f}, data {estimate.data_bytes / GIB:.1f}, CUDA context "
+            f"{estimate.context_bytes / GIB:.1f}) but its share {share:g} of the {device_bytes / GIB:.0f} GiB GPU "
+            f"is {budget / GIB:.1f} GiB; give it a larger share (--gpus-per-trial) or a smaller --batch-size"
+        )
