@@ -256,6 +256,27 @@ def test_train_mode_scoring_leaves_batch_norm_statistics_unchanged():
     assert any(not torch.equal(a.masks.mask(n), b.masks.mask(n)) for n in a.masks.names)
 
 
+def test_grasp_removes_the_weights_with_the_highest_grasp_score():
+    """GraSP's score is S = -(H g) * w and GraSP removes the highest S: check against an independent H g."""
+    model = build_model("mlp", (1, 8, 8), 10, seed=0).eval()
+    batches = synthetic_batches(classes=10, per_class=4, shape=(1, 8, 8))
+    named = dict(model.named_parameters())
+    names = [p.name for p in prunable_parameters(model, (1, 8, 8))]
+    params = [named[n] for n in names]
+    x, y = batches[0]
+    loss = F.cross_entropy(model(x) / 200.0, y)
+    g = torch.autograd.grad(loss, params, create_graph=True)
+    g_detached = [t.detach() for t in g]
+    hg = torch.autograd.grad(sum((a * b).sum() for a, b in zip(g, g_detached)), params)
+    grasp_score = torch.cat([(-(h * w)).detach().flatten() for h, w in zip(hg, params)])
+    keep = round(grasp_score.numel() / 4)
+    expected_removed = set(torch.topk(grasp_score, grasp_score.numel() - keep).indices.tolist())
+    result = prune_model(model, "grasp", 4.0, (1, 8, 8), batches=lambda: batches)
+    kept = torch.cat([result.masks.mask(n).flatten() for n in names])
+    assert int(kept.sum()) == keep
+    assert not any(bool(kept[i]) for i in expected_removed)
+
+
 # ---------------------------------------------------------------- metrics
 
 def test_layer_metrics_passes_and_flops():

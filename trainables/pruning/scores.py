@@ -88,7 +88,12 @@ def snip_scores(model: nn.Module, batches: Batches, inputs: ScoreInputs) -> Scor
 
 @scorer("grasp", needs_data=True, passes_per_example=2)
 def grasp_scores(model: nn.Module, batches: Batches, inputs: ScoreInputs) -> Scores:
-    """-(H g) * w: GraSP removes the weights with the highest (H g) * w, so keep the highest negation."""
+    """(H g) * w, the keep-score of GraSP.
+
+    GraSP's own score is S = -(H g) * w and it removes the weights with the
+    highest S (they preserve gradient flow least). Scorers here return
+    keep-scores (the highest survive), so this returns -S = (H g) * w.
+    """
     params = _params(model, inputs.names)
     stopped = [g.detach() for g in _summed_loss_grads(model, batches, params, GRASP_TEMPERATURE)]
     hessian_grad = [torch.zeros_like(p) for p in params]
@@ -98,7 +103,7 @@ def grasp_scores(model: nn.Module, batches: Batches, inputs: ScoreInputs) -> Sco
         dot = sum((g * s).sum() for g, s in zip(grads, stopped) if g is not None)
         hvp = torch.autograd.grad(dot, params, allow_unused=True)
         hessian_grad = [h + (v if v is not None else 0) for h, v in zip(hessian_grad, hvp)]
-    return {n: -(h * p.detach()) for n, p, h in zip(inputs.names, params, hessian_grad)}
+    return {n: h * p.detach() for n, p, h in zip(inputs.names, params, hessian_grad)}
 
 
 @torch.no_grad()
