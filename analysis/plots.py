@@ -116,16 +116,22 @@ def band_plot(ax, rows: pd.DataFrame, color: str, label: Optional[str], linestyl
 @styled
 def draw_accuracy(curves: pd.DataFrame, dense: pd.DataFrame, datasets: Sequence[str], models: Sequence[str],
                   caption: str) -> Figure:
-    """Top-1 vs compression per (dataset row, model column); mean line and min-max band per algorithm."""
-    fig, axes = grid_figure(len(datasets), len(models))
+    """Top-1 vs compression per (dataset row, model column), each panel with a zoom strip on 1x-31.6x below it.
+
+    The zoom gets its own axes rather than an inset, so it can never hide a curve.
+    """
+    rows, cols = len(datasets), len(models)
+    fig = Figure(figsize=(PANEL_SIZE[0] * cols, PANEL_SIZE[1] * 1.4 * rows + 0.9), layout="constrained")
+    grid = fig.subplots(2 * rows, cols, squeeze=False, gridspec_kw={"height_ratios": [3, 1.25] * rows})
     algorithms = algorithm_order(curves["algorithm"].unique()) if not curves.empty else []
     for r, dataset in enumerate(datasets):
         for c, model in enumerate(models):
-            ax = axes[r, c]
+            ax, zoom = grid[2 * r, c], grid[2 * r + 1, c]
             ax.set_title(f"{model} / {dataset}")
             panel = curves[(curves["model"] == model) & (curves["dataset"] == dataset)]
             if panel.empty:
                 mark_empty(ax, "no trained trials")
+                zoom.set_visible(False)
                 continue
             reference = dense[(dense["model"] == model) & (dense["dataset"] == dataset)]
             for algorithm in algorithm_order(panel["algorithm"].unique()):
@@ -135,7 +141,7 @@ def draw_accuracy(curves: pd.DataFrame, dense: pd.DataFrame, datasets: Sequence[
             log_compression_axis(ax)
             ax.set_xlabel("compression ratio")
             ax.set_ylabel("top-1 accuracy (%)")
-            _accuracy_inset(ax, panel, reference)
+            _accuracy_zoom(zoom, panel, reference)
     dense_handle = Line2D([], [], color=DENSE_COLOR, linestyle="--", linewidth=1, label="dense (unpruned)")
     algorithm_legend(fig, algorithms, [dense_handle])
     wrapped = textwrap.fill(f"Default settings only: {caption}.", width=int(115 * len(models) / 2) + 20)
@@ -143,61 +149,34 @@ def draw_accuracy(curves: pd.DataFrame, dense: pd.DataFrame, datasets: Sequence[
     return fig
 
 
-INSET_SIZE = (0.37, 0.32)
-INSET_CORNERS = ((0.05, 0.06), (0.33, 0.06), (0.59, 0.06), (0.59, 0.36))
+def _accuracy_zoom(zoom, panel: pd.DataFrame, reference: pd.DataFrame) -> None:
+    """Compressions 1 to 10^1.5, where the best curves sit on top of each other.
 
-
-def _accuracy_inset(ax, panel: pd.DataFrame, reference: pd.DataFrame) -> None:
-    """A zoom on compressions 1 to 10^1.5, where the best curves sit on top of each other.
-
-    The inset goes in whichever candidate spot covers the fewest points of the
-    curves; its y range spans the better half of the algorithms, so the ones
-    that drop early leave it at the bottom instead of flattening the rest.
+    Its y range spans the better half of the algorithms, so the ones that drop
+    early leave it at the bottom instead of flattening the rest.
     """
     near = panel[panel["log10_compression"] <= INSET_MAX_LOG10 + 1e-9]
-    if near["log10_compression"].nunique() < 2 or panel["log10_compression"].max() <= INSET_MAX_LOG10:
+    if near["log10_compression"].nunique() < 2:
+        zoom.set_visible(False)
         return
-    inset = ax.inset_axes([*_emptiest_corner(ax, panel), *INSET_SIZE])
     for algorithm in algorithm_order(near["algorithm"].unique()):
-        band_plot(inset, near[near["algorithm"] == algorithm], algorithm_color(algorithm), None, band_alpha=0.12)
+        band_plot(zoom, near[near["algorithm"] == algorithm], algorithm_color(algorithm), None, band_alpha=0.12)
     low = near.groupby("algorithm")["top1_mean"].min().median()
     high = near["top1_max"].max()
     if not reference.empty:
         dense_top1 = reference["top1_mean"].iloc[0]
-        inset.axhline(dense_top1, color=DENSE_COLOR, linestyle="--", linewidth=0.8)
+        zoom.axhline(dense_top1, color=DENSE_COLOR, linestyle="--", linewidth=0.8)
         high = max(high, dense_top1)
     pad = max((high - low) * 0.15, 0.2)
-    inset.set_ylim(low - pad, high + pad)
-    inset.set_xscale("log")
-    inset.set_xlim(1, 10 ** INSET_MAX_LOG10)
-    inset.set_xticks([1, 10 ** 0.5, 10, 10 ** 1.5], labels=["1", "3.2", "10", "32"])
-    inset.xaxis.set_minor_formatter(NullFormatter())
-    inset.yaxis.set_major_locator(MaxNLocator(4))
-    inset.tick_params(labelsize=6, pad=1)
-    inset.set_facecolor("white")
-
-
-def _emptiest_corner(ax, panel: pd.DataFrame) -> Tuple[float, float]:
-    """The candidate inset origin (axes fraction) whose box covers the fewest points along the curves."""
-    ax.autoscale_view()
-    to_axes = ax.transData + ax.transAxes.inverted()
-    points = []
-    for _, rows in panel.groupby("algorithm"):
-        rows = rows.sort_values("log10_compression")
-        dense_x = np.linspace(rows["log10_compression"].min(), rows["log10_compression"].max(), 200)
-        for column in ("top1_mean", "top1_min", "top1_max"):
-            y = np.interp(dense_x, rows["log10_compression"], rows[column])
-            points.append(np.column_stack([10 ** dense_x, y]))
-    xy = to_axes.transform(np.concatenate(points))
-    width, height = INSET_SIZE
-
-    def covered(corner):
-        x0, y0 = corner
-        inside = ((xy[:, 0] > x0 - 0.02) & (xy[:, 0] < x0 + width + 0.02)
-                  & (xy[:, 1] > y0 - 0.02) & (xy[:, 1] < y0 + height + 0.02))
-        return int(inside.sum())
-
-    return min(INSET_CORNERS, key=covered)
+    zoom.set_ylim(low - pad, high + pad)
+    zoom.set_xscale("log")
+    zoom.set_xlim(1, 10 ** INSET_MAX_LOG10)
+    zoom.set_xticks([1, 10 ** 0.5, 10, 10 ** 1.5], labels=["1", "3.2", "10", "32"])
+    zoom.xaxis.set_minor_formatter(NullFormatter())
+    zoom.yaxis.set_major_locator(MaxNLocator(4))
+    zoom.tick_params(labelsize=7)
+    zoom.set_title("zoom: 1x to 31.6x", fontsize=8)
+    zoom.set_ylabel("top-1 (%)", fontsize=8)
 
 
 @FIGURES.register("accuracy")
@@ -487,10 +466,17 @@ def draw_cost(cost: pd.DataFrame) -> Figure:
     ax.set_title("total compute spent")
 
     ax = axes[0, 1]
-    ax.bar(x, cost["prune_passes"], color=colors, width=0.7)
+    passes = cost["prune_passes"]
+    ax.bar(x, passes.where(passes > 0), color=colors, width=0.7)
     ax.set_yscale("log")
+    ax.set_ylim(0.5, max(passes.max(), 1) * 3)
+    ax.set_xlim(-0.6, len(x) - 0.4)  # bars of 0 are not drawn and would not widen the axis
+    for xi, value in zip(x, passes):
+        # Magnitude and random score without the network: a log axis cannot draw 0, so say it.
+        ax.annotate(f"{value:,.0f}", (xi, max(value, 0.5)), xytext=(0, 2), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=7)
     ax.set_ylabel("passes per trial (mean)")
-    ax.set_title("pruning: forward/backward passes")
+    ax.set_title("pruning: forward/backward passes\n(0: scored without running the network)", fontsize=9)
 
     ax = axes[0, 2]
     ax.bar(x - 0.2, cost["prune_seconds"].clip(lower=1e-3), color=colors, width=0.4, **pruning_style)
