@@ -228,6 +228,47 @@ def test_synflow_scores_are_finite_on_deep_nets(name, shape):
         assert not torch.isfinite(linear32(torch.ones((1, *shape))).sum())
 
 
+def _synflow_networks(monkeypatch):
+    """Record every SynflowNetwork a prune makes, to see which precision it scored in."""
+    import trainables.pruning.scores as scores_module
+
+    made = []
+    original = scores_module.SynflowNetwork.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        made.append(self)
+    monkeypatch.setattr(scores_module.SynflowNetwork, "__init__", init)
+    return made
+
+
+@pytest.mark.parametrize("name,shape,certified", [
+    ("vgg11_bn", CIFAR, True),          # a chain with no additive terms: rescaled float32 after round 1
+    ("resnet20", CIFAR, False),         # identity shortcuts bypass layers: stays float64
+    ("mlp", (1, 8, 8), False),          # nonzero biases add paths: stays float64
+])
+def test_synflow_rescales_in_float32_only_where_conservation_certifies_it(monkeypatch, name, shape, certified):
+    made = _synflow_networks(monkeypatch)
+    prune_model(build_model(name, shape, 10, seed=0), "synflow", 10.0, shape, iterations=3)
+    assert (made[0].f32 is not None) == certified
+    made.clear()
+    prune_model(build_model(name, shape, 10, seed=0), "synflow", 10.0, shape, iterations=3, mode="train")
+    assert made[0].f32 is None  # train-mode batch-norm is not linear: never certified
+
+
+def test_rescaled_float32_synflow_matches_float64_masks_and_score_sums(monkeypatch):
+    import trainables.pruning.scores as scores_module
+
+    def run():
+        return prune_model(build_model("vgg11_bn", CIFAR, 10, seed=0), "synflow", 100.0, CIFAR, iterations=5)
+    rescaled = run()
+    monkeypatch.setattr(scores_module, "CONSERVATION_TOLERANCE", -1.0)  # never certify: float64 throughout
+    exact = run()
+    assert all(torch.equal(rescaled.masks.mask(n), exact.masks.mask(n)) for n in exact.masks.names)
+    for a, b in zip(rescaled.layers, exact.layers):
+        assert a.score_sum == pytest.approx(b.score_sum, rel=1e-4)  # true scores, not the rescaled ones
+
+
 def test_synflow_restores_weights_signs_buffers_and_dtype_exactly():
     model = build_model("resnet20", CIFAR, 10, seed=0)
     model.eval()

@@ -1,6 +1,7 @@
 """The pruning schedule: score, cut to an exact count, repeat for `iterations` rounds."""
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
@@ -123,8 +124,8 @@ def prune_model(
 
     start = time.perf_counter()
     masks.apply()
+    # A scorer's own scoring network (SynFlow's |w| copy), kept in step with every cut; else the model itself.
     working = scorer.prepare(model, set(p.name for p in params)) if scorer.prepare else model
-    working_named = dict(working.named_parameters())
     was_training = model.training
     saved_buffers = {n: b.clone() for n, b in working.named_buffers()} if mode == "train" else {}
     working.train(mode == "train")
@@ -136,12 +137,18 @@ def prune_model(
     try:
         for k, density in enumerate(density_schedule(compression, iterations, schedule), start=1):
             scores = scorer.score(working, data, inputs)
-            alive_scores = [scores[p.name].reshape(-1)[masks.alive[p.name]] for p in params]
-            score_sums = {p.name: float(s.sum()) for p, s in zip(params, alive_scores)}
+            dtype = functools.reduce(torch.promote_types, (scores[p.name].dtype for p in params))
+            candidates = torch.empty(masks.remaining(), dtype=dtype, device=scores[params[0].name].device)
+            alive_scores = torch.split(candidates, [masks.remaining(p.name) for p in params])
+            for p, out in zip(params, alive_scores):  # gathered straight into one buffer: no concatenation copy
+                torch.index_select(scores[p.name].reshape(-1).to(dtype), 0, masks.alive[p.name], out=out)
+            if k == iterations:  # reported per layer: the last round's scores, before its cut
+                scale = getattr(working, "score_scale", 1.0)  # a rescaled scorer's scores are true scores / scale
+                score_sums = {p.name: float(s.sum(dtype=torch.float64)) * scale for p, s in zip(params, alive_scores)}
             if scope == "global":
                 keep = final_keep if k == iterations else max(final_keep, round(prunable * density))
                 keep = min(keep, masks.remaining())
-                kept_all = keep_top(torch.cat([s.to(torch.float64) for s in alive_scores]), keep)
+                kept_all = keep_top(candidates, keep)
                 kept = torch.split(kept_all, [s.numel() for s in alive_scores])
             else:
                 kept = []
@@ -150,9 +157,10 @@ def prune_model(
                     kept.append(keep_top(s, min(layer_keep, s.numel())))
             for p, keep_flags in zip(params, kept):
                 removed = masks.keep_only(p.name, keep_flags)
-                _zero(named[p.name], removed)
-                if working is not model:
-                    _zero(working_named[p.name], removed)
+                if working is model:
+                    _zero(named[p.name], removed)
+                else:  # the model itself is masked once, after the last round
+                    working.remove(p.name, removed)
             if saved_buffers:
                 with torch.no_grad():
                     for n, b in working.named_buffers():

@@ -124,25 +124,97 @@ def linearized_float64_copy(model: nn.Module, scored: Optional[set] = None) -> n
     return linear
 
 
+CONSERVATION_TOLERANCE = 1e-6
+
+
+class SynflowNetwork(nn.Module):
+    """The |w| network SynFlow scores, in float64 until it is certified safe to rescale in float32.
+
+    Rescaling is exact when every input-output path crosses every scored layer
+    exactly once and nothing is added along the way (no biases, BN shifts or
+    running means): then R is linear in each layer's weights, scaling a
+    layer's output by a constant scales every score by the same constant, and
+    the ranking cannot change. That structure is precisely what makes the
+    per-layer score sums all equal R (the conservation law), so the first
+    float64 round checks it. A certified network (VGG, MLP without biases)
+    scores the remaining rounds in float32 with each scored layer's output
+    rescaled by a power of two (no rounding) to stay near 1, so nothing
+    overflows or underflows however deep it is or however few paths survive.
+    Anything else (ResNets, biased layers, train-mode BN) stays in float64.
+    """
+
+    def __init__(self, model: nn.Module, scored: set) -> None:
+        super().__init__()
+        self.f64 = linearized_float64_copy(model, scored)
+        self.f32: Optional[nn.Module] = None
+        self.scored = scored
+        self.certification_pending = True
+        self.score_scale = 1.0  # scores returned are true scores / score_scale
+        self._log2_scales: List[torch.Tensor] = []
+        self._copies = [dict(self.f64.named_parameters())]
+
+    @torch.no_grad()
+    def remove(self, name: str, flat_indices: torch.Tensor) -> None:
+        if flat_indices.numel():
+            for params in self._copies:
+                params[name].view(-1).index_fill_(0, flat_indices, 0)
+
+    def certify(self, scores: Dict[str, torch.Tensor], layer_names: Sequence[str], total: float) -> None:
+        self.certification_pending = False
+        if self.training or set(layer_names) != set(self.scored) or not total > 0:
+            return
+        sums = torch.stack([scores[n].sum() for n in layer_names]).double()
+        if bool(((sums - total).abs() <= CONSERVATION_TOLERANCE * total).all()):
+            self.f32 = copy.deepcopy(self.f64).to(torch.float32)
+            self._copies.append(dict(self.f32.named_parameters()))
+            modules = dict(self.f32.named_modules())
+            for name in layer_names:
+                modules[name.rsplit(".", 1)[0] if "." in name else ""].register_forward_hook(self._rescale)
+
+    def _rescale(self, module, inputs, output):
+        with torch.no_grad():  # an all-zero output gets a huge but harmless scale: 0 stays 0
+            log2_scale = -torch.round(torch.log2(output.detach().abs().amax().clamp_min(1e-30)))
+        self._log2_scales.append(log2_scale)
+        return output * torch.exp2(log2_scale)
+
+
 def _synflow_prepare(model: nn.Module, scored: set) -> nn.Module:
-    return linearized_float64_copy(model, scored)
+    return SynflowNetwork(model, scored)
+
+
+def _synflow_pass(model: nn.Module, names: Sequence[str], input_shape) -> Tuple[torch.Tensor, Scores]:
+    params = _params(model, names)
+    ones = torch.ones((1, *input_shape), dtype=params[0].dtype, device=params[0].device)
+    with torch.backends.cudnn.flags(allow_tf32=False), _no_tf32_matmul():
+        total = model(ones).sum()
+        grads = torch.autograd.grad(total, params, allow_unused=True)
+    scores = {n: g.mul_(p.detach()).abs_() if g is not None else torch.zeros_like(p)
+              for n, p, g in zip(names, params, grads)}
+    return total.detach(), scores
 
 
 @scorer("synflow", needs_data=False, passes_per_example=1, prepare=_synflow_prepare)
 def synflow_scores(model: nn.Module, batches: Batches, inputs: ScoreInputs) -> Scores:
     """|dR/dw * w| with R the summed output of the |w| network on an all-ones input. Needs no data."""
-    params = _params(model, inputs.names)
-    dtype = params[0].dtype
-    ones = torch.ones((1, *inputs.input_shape), dtype=dtype, device=params[0].device)
-    with torch.backends.cudnn.flags(allow_tf32=False), _no_tf32_matmul():
-        total = model(ones).sum()
+    if isinstance(model, SynflowNetwork):
+        net = model
+        if net.f32 is not None:
+            net._log2_scales.clear()
+            total, scores = _synflow_pass(net.f32, inputs.names, inputs.input_shape)
+            if bool(torch.isfinite(total)) and float(total) > 0:
+                net.score_scale = float(2.0 ** -float(torch.stack(net._log2_scales).sum()))
+                return scores
+        net.score_scale = 1.0
+        total, scores = _synflow_pass(net.f64, inputs.names, inputs.input_shape)
         if not torch.isfinite(total):
-            raise FloatingPointError(f"SynFlow's R overflowed ({total.item()}) even in {dtype}")
-        grads = torch.autograd.grad(total, params, allow_unused=True)
-    return {
-        n: g.mul_(p.detach()).abs_() if g is not None else torch.zeros_like(p)
-        for n, p, g in zip(inputs.names, params, grads)
-    }
+            raise FloatingPointError(f"SynFlow's R overflowed ({total.item()}) even in float64")
+        if net.certification_pending:
+            net.certify(scores, list(inputs.names), float(total))
+        return scores
+    total, scores = _synflow_pass(model, inputs.names, inputs.input_shape)
+    if not torch.isfinite(total):
+        raise FloatingPointError(f"SynFlow's R overflowed ({total.item()}) in {total.dtype}")
+    return scores
 
 
 class _no_tf32_matmul:
