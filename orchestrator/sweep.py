@@ -30,6 +30,8 @@ from trainables.specs import TrialSpec
 
 # Bounding kept checkpoints (num_to_keep) makes Tune snapshot experiment state often; that is intended here.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# The driver prints its own progress lines; Tune's tables and TensorBoard hints would bury them.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 DEFAULT_STORE = "results"
 DEFAULT_STORAGE = "ray_runs"

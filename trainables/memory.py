@@ -15,6 +15,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from trainables.pruning.params import probe_forward
+
 CUDA_CONTEXT_BYTES = 600 * 2**20
 GIB = 2**30
 
@@ -34,26 +36,13 @@ class MemoryEstimate:
 def activation_elements_per_example(model: nn.Module, input_shape: Sequence[int]) -> int:
     """Sum of every leaf module's output size for one example (what autograd keeps, roughly)."""
     total = 0
-    hooks = []
 
     def count(module, inputs, output):
         nonlocal total
         if isinstance(output, torch.Tensor):
             total += output[0].numel()
 
-    for module in model.modules():
-        if not list(module.children()):
-            hooks.append(module.register_forward_hook(count))
-    was_training = model.training
-    param = next(model.parameters())
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros((1, *input_shape), dtype=param.dtype, device=param.device))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    probe_forward(model, input_shape, [(m, count) for m in model.modules() if not list(m.children())])
     return total
 
 

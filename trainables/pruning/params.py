@@ -8,7 +8,7 @@ from one traced forward pass, so they hold for any architecture.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, Iterable, List, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -35,17 +35,9 @@ def _is_residual_projection(module_name: str) -> bool:
     return "downsample" in module_name.split(".")
 
 
-def _trace_forward_order(model: nn.Module, input_shape: Sequence[int]) -> Dict[str, tuple]:
-    """Module name -> (call position, output spatial size) from one eval-mode forward pass."""
-    order: Dict[str, tuple] = {}
-    hooks = []
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)):
-            def hook(mod, inputs, output, name=name):
-                if name not in order:
-                    spatial = int(output[0, 0].numel()) if output.dim() > 2 else 1
-                    order[name] = (len(order), spatial)
-            hooks.append(module.register_forward_hook(hook))
+def probe_forward(model: nn.Module, input_shape: Sequence[int], hooks: Iterable[Tuple[nn.Module, Callable]]) -> None:
+    """One eval-mode forward pass of a zero example with temporary forward hooks; the model's mode is restored."""
+    handles = [module.register_forward_hook(hook) for module, hook in hooks]
     was_training = model.training
     param = next(model.parameters())
     try:
@@ -53,9 +45,25 @@ def _trace_forward_order(model: nn.Module, input_shape: Sequence[int]) -> Dict[s
         with torch.no_grad():
             model(torch.zeros((1, *input_shape), dtype=param.dtype, device=param.device))
     finally:
-        for h in hooks:
-            h.remove()
+        for handle in handles:
+            handle.remove()
         model.train(was_training)
+
+
+def _trace_forward_order(model: nn.Module, input_shape: Sequence[int]) -> Dict[str, tuple]:
+    """Module name -> (call position, output spatial size) from one eval-mode forward pass."""
+    order: Dict[str, tuple] = {}
+
+    def recorder(name: str) -> Callable:
+        def hook(module, inputs, output):
+            if name not in order:
+                order[name] = (len(order), int(output[0, 0].numel()) if output.dim() > 2 else 1)
+        return hook
+
+    probe_forward(model, input_shape, [
+        (module, recorder(name)) for name, module in model.named_modules()
+        if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d))
+    ])
     return order
 
 
