@@ -76,6 +76,26 @@ def test_failed_trial_resumes_at_next_epoch_without_repruning_and_matches_an_uni
 
 
 @pytest.mark.slow
+def test_imp_levels_are_checkpointed_and_resume_mid_level_with_identical_results(ray_session, tmp_path):
+    from ray import tune
+
+    spec = digits_spec(algorithm="imp", log10=1.0, epochs=2)
+    marker = tmp_path / "failed-once"
+    results = fit(tmp_path, {"spec": spec.to_dict(), "fail_marker": str(marker), "fail_in_phase": "imp level 2",
+                             "fail_after_epoch": tune.grid_search([1, None])}, max_failures=1)
+    by_kind = {r.config["fail_after_epoch"]: r for r in results}
+    resumed, clean = by_kind[1], by_kind[None]
+    assert marker.read_text() == "1"  # failed after IMP's level 2, epoch 1: mid-pruning
+    assert resumed.error is None and clean.error is None
+    assert resumed.metrics["restarts"] == 1 and clean.metrics["restarts"] == 0
+    imp_reports = resumed.metrics_dataframe.dropna(subset=["imp_level"])
+    # level 1 epochs 1-2, level 2 epoch 1, then (after the restart) level 2 epoch 2 only: nothing redone
+    assert list(zip(imp_reports.imp_level, imp_reports.imp_epoch)) == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    for key in ("train_loss", "test_loss", "top1", "top5", "remaining_params"):
+        assert resumed.metrics[key] == clean.metrics[key], key
+
+
+@pytest.mark.slow
 def test_masked_weights_stay_exactly_zero_through_momentum_and_weight_decay(ray_session, tmp_path):
     spec = digits_spec(algorithm="magnitude", log10=1.0, epochs=3, weight_decay=5e-3, momentum=0.9)
     result = fit(tmp_path, {"spec": spec.to_dict()})[0]

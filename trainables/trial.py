@@ -81,34 +81,50 @@ def _batches(spec: TrialSpec, data_dir, device, epoch: int, train: bool):
     return data.test_batches(d.name, data_dir, spec.train.batch_size, device, **kwargs)
 
 
-def imp_prune(model: nn.Module, spec: TrialSpec, info, device, data_dir=None) -> PruneResult:
+def imp_prune(model: nn.Module, spec: TrialSpec, info, device, data_dir=None,
+              resume: Optional[Dict[str, Any]] = None, save=None) -> PruneResult:
     """Iterative magnitude pruning with rewinding (the lottery-ticket baseline).
 
     Each level trains the masked network for `train.epochs`, prunes by
     magnitude to the level's share of the target (rho^(level/levels)), then
     rewinds every surviving weight, and the batch-norm state, to its value at
     initialization. The original SynFlow code skipped the rewind.
+
+    IMP trains for levels x epochs before its final training, so it is
+    checkpointed too: `save(state)` is called after every epoch of every level,
+    and `resume=state` continues from there.
     """
-    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state = resume or {"initial": {k: v.detach().clone() for k, v in model.state_dict().items()}, "level": 1,
+                       "epoch": 0, "masks": None, "trainer": None, "trained_examples": 0, "seconds": 0.0}
     levels, rho = spec.prune.levels, spec.prune.compression
-    start = time.perf_counter()
+    start = time.perf_counter() - state["seconds"]
+    named = dict(model.named_parameters())
     masks: Optional[Masks] = None
+    if state["masks"] is not None:
+        masks = Masks({n: named[n] for n in state["masks"]})
+        masks.load_state_dict(state["masks"])
     result: Optional[PruneResult] = None
-    trained_examples = 0
-    for level in range(1, levels + 1):
+    for level in range(state["level"], levels + 1):
         trainer = Trainer(model, masks, spec.train, device)
-        for epoch in range(1, spec.train.epochs + 1):
+        if state["trainer"] is not None:
+            trainer.load_state_dict(state["trainer"])
+        for epoch in range(state["epoch"] + 1, spec.train.epochs + 1):
             batches = _batches(spec, data_dir, device, level * IMP_EPOCH_OFFSET + epoch, train=True)
             trainer.train_epoch(batches)
-            trained_examples += _count_examples(batches)
+            state.update(level=level, epoch=epoch, trainer=trainer.state_dict(),
+                         trained_examples=state["trained_examples"] + _count_examples(batches),
+                         seconds=time.perf_counter() - start)
+            if save is not None:
+                save(state)
         result = prune_at_init(model, spec, info, device, data_dir, compression=rho ** (level / levels), masks=masks)
         masks = result.masks
         with torch.no_grad():
-            model.load_state_dict(initial)
+            model.load_state_dict(state["initial"])
         masks.apply()
+        state.update(level=level + 1, epoch=0, trainer=None, masks=masks.state_dict())
     assert result is not None
     result.prune_seconds = time.perf_counter() - start
-    result.prune_passes = trained_examples
+    result.prune_passes = state["trained_examples"]
     return result
 
 
@@ -119,9 +135,9 @@ def _count_examples(batches) -> int:
     return len(batches) * getattr(batches, "batch_size", 1)
 
 
-def prune_trial(model: nn.Module, spec: TrialSpec, info, device, data_dir=None) -> PruneResult:
+def prune_trial(model: nn.Module, spec: TrialSpec, info, device, data_dir=None, resume=None, save=None) -> PruneResult:
     if ALGORITHMS[spec.prune.algorithm].trains_between_cuts:
-        return imp_prune(model, spec, info, device, data_dir)
+        return imp_prune(model, spec, info, device, data_dir, resume=resume, save=save)
     return prune_at_init(model, spec, info, device, data_dir)
 
 
@@ -154,16 +170,12 @@ def trial_row(config: Dict[str, Any], spec: TrialSpec, prune: Dict[str, Any], hi
     }
 
 
-def layer_rows(prune: Dict[str, Any]) -> List[dict]:
-    return [{k: v for k, v in layer.items()} for layer in prune["layers"]]
-
-
 def write_to_store(config: Dict[str, Any], spec: TrialSpec, prune, history, status: str, **row) -> None:
     from orchestrator.store import ResultsStore
 
     if config.get("store"):
         row = trial_row(config, spec, prune, history, status, **row)
-        ResultsStore(config["store"]).write_trial(row, [dict(h) for h in history], layer_rows(prune))
+        ResultsStore(config["store"]).write_trial(row, [dict(h) for h in history], [dict(l) for l in prune["layers"]])
 
 
 def already_stored(config: Dict[str, Any], trial_id: str) -> bool:
@@ -246,9 +258,22 @@ def run_trial(config: Dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             state = _load_state(directory, device)
     on_storage = newest_saved_state(config, spec.trial_id, device)
-    if on_storage is not None and (state is None or on_storage["epoch"] > state["epoch"]):
+    if on_storage is not None and (state is None or _progress(on_storage) > _progress(state)):
         state = on_storage
-    if state is not None:
+    imp_resume = state.pop("imp") if state is not None and "imp" in state else None
+    restarts = state["restarts"] + 1 if state is not None else 0
+
+    def save_imp(imp_state: Dict[str, Any]) -> None:
+        """IMP's own training levels: checkpointed every epoch, reported as epoch 0 (final training not begun)."""
+        saved = {"imp": imp_state, "started_at": started_at, "restarts": restarts}
+        with tempfile.TemporaryDirectory() as directory:
+            torch.save(saved, os.path.join(directory, CHECKPOINT_FILE))
+            tune.report({"spec_id": spec.trial_id, "epoch": 0, "status": "pruning", "imp_level": imp_state["level"],
+                         "imp_epoch": imp_state["epoch"], "restarts": restarts},
+                        checkpoint=Checkpoint.from_directory(directory))
+        _maybe_inject_failure(config, imp_state["epoch"], phase=f"imp level {imp_state['level']}")
+
+    if state is not None and imp_resume is None:
         named = dict(model.named_parameters())
         masks = Masks({n: named[n] for n in state["trainer"]["masks"]})
         trainer = Trainer(model, masks, spec.train, device)
@@ -256,15 +281,16 @@ def run_trial(config: Dict[str, Any]) -> None:
         set_rng_state(state["rng"])
         prune, history = state["prune"], state["history"]
         started_at, train_seconds = state["started_at"], state["train_seconds"]
-        prune_runs, resumed_from, restarts = state["prune_runs"], state["epoch"], state["restarts"] + 1
+        prune_runs, resumed_from = state["prune_runs"], state["epoch"]
     else:
         seed_everything(spec.seed)
-        started_at = time.time()
-        result = prune_trial(model, spec, info, device, data_dir)
+        started_at = state["started_at"] if state is not None else time.time()
+        result = prune_trial(model, spec, info, device, data_dir, resume=imp_resume, save=save_imp)
         prune = result.summary()
         masks = result.masks
         trainer = Trainer(model, masks, spec.train, device)
-        history, train_seconds, prune_runs, resumed_from, restarts = [], 0.0, 1, 0, 0
+        history, train_seconds, prune_runs = [], 0.0, 1
+        resumed_from = 0
 
     def store(status: str) -> None:
         write_to_store(config, spec, prune, history, status, started_at=started_at, device=device,
@@ -312,10 +338,17 @@ def run_trial(config: Dict[str, Any]) -> None:
         _maybe_inject_failure(config, epoch)
 
 
-def _maybe_inject_failure(config: Dict[str, Any], epoch: int) -> None:
-    """Test hook: fail once after `fail_after_epoch`, so tests can prove a real restart resumes."""
+def _progress(state: Dict[str, Any]) -> tuple:
+    """How far a checkpoint got: IMP's levels come before any epoch of the final training."""
+    if "imp" in state:
+        return (0, state["imp"]["level"], state["imp"]["epoch"])
+    return (1, state["epoch"], 0)
+
+
+def _maybe_inject_failure(config: Dict[str, Any], epoch: int, phase: str = "training") -> None:
+    """Test hook: fail once after `fail_after_epoch` of `fail_in_phase`, so tests can prove a real restart resumes."""
     after, marker = config.get("fail_after_epoch"), config.get("fail_marker")
-    if after is None or epoch != after or not marker:
+    if after is None or epoch != after or not marker or config.get("fail_in_phase", "training") != phase:
         return
     marker = pathlib.Path(marker)
     if marker.exists():
