@@ -19,6 +19,9 @@ from trainables.training import paper_recipe
 
 ALL_ALGORITHMS = ("synflow", "snip", "grasp", "magnitude", "random")
 DEFAULT_IMP_LEVELS = 3
+# For (model, dataset) pairs the paper trains no network on: its VGG/CIFAR recipe, said so in the plan.
+FALLBACK_RECIPE = TrainSpec(epochs=160, batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4,
+                            lr_drops=(60, 120), lr_drop_factor=0.1)
 
 
 @dataclass(frozen=True)
@@ -65,9 +68,24 @@ class SweepSpec:
                 raise ValueError(f"seeds must be integers >= 0, got {s!r}")
         self.recipe(self.models[0], self.datasets[0])
 
+    def recipe_source(self, model: str, dataset: str) -> str:
+        if self.train is not None:
+            return f"the {self.name} preset's recipe"
+        try:
+            paper_recipe(model, dataset)
+            return "the paper's recipe"
+        except ValueError:
+            return "the paper has none for this pair: its VGG/CIFAR recipe"
+
     def recipe(self, model: str, dataset: str) -> TrainSpec:
         overrides = dict(self.train_overrides)
-        base = self.train if self.train is not None else paper_recipe(model, dataset)
+        if self.train is not None:
+            base = self.train
+        else:
+            try:
+                base = paper_recipe(model, dataset)
+            except ValueError:
+                base = FALLBACK_RECIPE
         if "epochs" in overrides and base.epochs and "lr_drops" not in overrides:
             # A shortened (or lengthened) run keeps the recipe's shape: drops move in proportion.
             scale = overrides["epochs"] / base.epochs
@@ -103,7 +121,8 @@ def parse_compressions(text: str) -> Tuple[float, ...]:
         return tuple(round(float(p), 6) for p in text.split(",") if p.strip())
     except ValueError:
         raise ValueError(
-            f"bad log10 compressions {text!r}; give a list like 0,0.5,1 or a range start:stop:step like 0:3:0.25"
+            f"bad log10 compressions {text!r}; give a list like 0,0.5,1 or a range start:stop:step "
+            f"(stop included, step > 0) like 0:3:0.25"
         ) from None
 
 

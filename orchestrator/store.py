@@ -119,6 +119,22 @@ class StoreError(Exception):
     """A store that cannot be used as asked (absent, empty, not writable); one-line message."""
 
 
+def check_writable(location: str, what: str) -> None:
+    """Create `location` (a directory or URI) if needed and write and remove a probe file there."""
+    try:
+        if _is_uri(location):
+            fs, root = pafs.FileSystem.from_uri(location)
+        else:
+            fs, root = pafs.LocalFileSystem(), os.path.abspath(os.fspath(location))
+        probe = _join(root, f".probe-{uuid.uuid4().hex}")
+        fs.create_dir(root, recursive=True)
+        with fs.open_output_stream(probe) as stream:
+            stream.write(b"probe")
+        fs.delete_file(probe)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise StoreError(f"{what} {location} is not writable: {_one_line(exc)}") from None
+
+
 def _is_uri(location: str) -> bool:
     return "://" in location
 
@@ -212,14 +228,7 @@ class ResultsStore:
 
     def check_writable(self) -> None:
         """Fail early, before a sweep spends hours, if results could not be saved."""
-        probe = _join(self._root, f".probe-{uuid.uuid4().hex}")
-        try:
-            self._fs.create_dir(self._root, recursive=True)
-            with self._fs.open_output_stream(probe) as stream:
-                stream.write(b"probe")
-            self._fs.delete_file(probe)
-        except (OSError, pa.ArrowException) as exc:
-            raise StoreError(f"store {self.location} is not writable: {_one_line(exc)}") from None
+        check_writable(self.location, "store")
 
     def write_trial(self, trial: Dict[str, Any], epochs: Iterable[Dict[str, Any]],
                     layers: Iterable[Dict[str, Any]]) -> None:

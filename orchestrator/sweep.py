@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import socket
 import sys
@@ -23,7 +24,7 @@ from typing import Dict, List, Optional, Sequence
 
 from orchestrator.grid import PRESETS, SweepSpec, with_overrides
 from orchestrator.resources import ResourcePolicy, trial_resources
-from orchestrator.store import ResultsStore, StoreError
+from orchestrator.store import ResultsStore, StoreError, check_writable
 from trainables.cli import OneLineArgumentParser
 from trainables.pruning.scores import SCORERS
 from trainables.specs import TrialSpec
@@ -74,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cpus-per-trial", type=float, help="override the CPUs per trial")
     run.add_argument("--num-cpus", type=int, help="CPUs of a local Ray started here (default: all)")
     run.add_argument("--name", help="sweep label in the store (default: the preset's name)")
+    run.add_argument("--skip-data-check", action="store_true",
+                     help="do not load each needed dataset on this machine before launching (when only the "
+                          "cluster's workers hold the data)")
+    run.add_argument("--keep-checkpoints", action="store_true",
+                     help="keep finished trials' checkpoints (default: deleted once the trial is in the store)")
     run.add_argument("--dry-run", action="store_true", help="run nothing; print the plan")
     run.add_argument("--json", action="store_true", help="print the plan or the summary as one JSON object")
     return ap
@@ -109,17 +115,76 @@ def estimated_prune_passes(spec: TrialSpec) -> Optional[int]:
     return spec.prune.iterations * examples * scorer.passes_per_example
 
 
+def prunable_weights(model: str, dataset: str) -> int:
+    """Prunable conv/linear weights of the pair's network (builds it on the CPU once)."""
+    from trainables.data import dataset_info
+    from trainables.models import build_model
+    from trainables.pruning import prunable_parameters
+
+    info = dataset_info(dataset)
+    network = build_model(model, info.input_shape, info.num_classes, seed=0)
+    return sum(p.size for p in prunable_parameters(network, info.input_shape))
+
+
+def describe_recipe(train) -> str:
+    if train.epochs == 0:
+        return "prune only (no training)"
+    drops = ", ".join(map(str, train.lr_drops)) or "none"
+    return (f"{train.epochs} epochs, batch {train.batch_size}, lr {train.lr:g} x{train.lr_drop_factor:g} at epochs "
+            f"{drops}, momentum {train.momentum:g}, weight decay {train.weight_decay:g}, precision {train.precision}")
+
+
+def needs_data(spec: TrialSpec) -> bool:
+    return spec.train.epochs > 0 or spec.prune.algorithm == "imp" or SCORERS[spec.prune.algorithm].needs_data
+
+
+def check_datasets(names: Sequence[str], data_dir: str, download: bool) -> Dict[str, str]:
+    """Load each dataset's splits once here (downloading it once, under its lock): 'ready' or why not."""
+    from trainables import data
+
+    status = {}
+    for name in names:
+        try:
+            for split in ("train", "test"):
+                if data.dataset_info(name).tensor_resident:
+                    data.load_tensors(name, split, data_dir, download=download)
+                else:
+                    data.image_folder(name, split, data_dir)
+            status[name] = "ready"
+        except (data.DatasetMissingError, FileNotFoundError, OSError) as exc:
+            status[name] = str(exc).splitlines()[0]
+    return status
+
+
 def plan(sweep: SweepSpec, store: ResultsStore, policy: ResourcePolicy) -> Dict:
     trials = sweep.trials()
     done = store.finished_ids() if store.exists() else set()
     to_run = [t for t in trials if t.trial_id not in done]
     asks = Counter(json.dumps(trial_resources(t, policy), sort_keys=True) for t in to_run)
     passes = [estimated_prune_passes(t) for t in to_run]
+    pairs = []
+    for model in sweep.models:
+        for dataset in sweep.datasets:
+            prunable = prunable_weights(model, dataset)
+            top = max(sweep.log10_compressions)
+            if 10 ** top > prunable:
+                raise UsageError(
+                    f"log10 compression {top:g} is above what {model}/{dataset} allows: it has {prunable:,} prunable "
+                    f"weights, so the largest meaningful log10 compression is {math.log10(prunable):.2f}"
+                )
+            pairs.append({"model": model, "dataset": dataset, "prunable_weights": prunable,
+                          "recipe": describe_recipe(sweep.recipe(model, dataset)),
+                          "recipe_source": sweep.recipe_source(model, dataset)})
+    variants = [f"{v.algorithm} x{v.prune(0).iterations}" + (f" ({v.mode} mode)" if v.mode != "eval" else "")
+                + (f" ({v.levels} levels)" if v.levels else "") for v in sweep.algorithms]
     return {
         "sweep": sweep.name, "trials": len(trials), "done": len(trials) - len(to_run), "to_run": len(to_run),
+        "pairs": pairs, "algorithms": variants, "log10_compressions": list(sweep.log10_compressions),
+        "seeds": list(sweep.seeds),
         "resources": [{"per_trial": json.loads(k), "trials": n} for k, n in sorted(asks.items())],
         "prune_passes": sum(p for p in passes if p is not None),
         "imp_trials_not_counted_in_prune_passes": sum(p is None for p in passes),
+        "datasets_needed": sorted({t.data.name for t in to_run if needs_data(t)}),
         "store": str(store), "to_run_specs": to_run,
     }
 
@@ -130,6 +195,14 @@ def print_plan(p: Dict, as_json: bool, gpu_note: str) -> None:
         print(json.dumps(public))
         return
     print(f"sweep {p['sweep']}: {p['trials']} trials, {p['done']} already in {p['store']}, {p['to_run']} to run")
+    print(f"  algorithms: {', '.join(p['algorithms'])}")
+    print(f"  log10 compressions: {', '.join(f'{c:g}' for c in p['log10_compressions'])}; "
+          f"seeds: {', '.join(map(str, p['seeds']))}")
+    for pair in p["pairs"]:
+        print(f"  {pair['model']}/{pair['dataset']} ({pair['prunable_weights']:,} prunable weights): "
+              f"{pair['recipe']} [{pair['recipe_source']}]")
+    for name, state in p.get("datasets", {}).items():
+        print(f"  dataset {name}: {state}")
     for r in p["resources"]:
         print(f"  {r['trials']} trials ask for {r['per_trial']} each")
     print(f"  pruning: {p['prune_passes']:,} forward/backward passes in total"
@@ -156,17 +229,24 @@ def connect(args: argparse.Namespace) -> str:
 
     import ray
 
-    quiet = dict(logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
+    quiet = dict(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
     if args.address:
         check_reachable(args.address)
-        ray.init(address=args.address, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address=args.address, logging_level=logging.ERROR, log_to_driver=False)
         return f"cluster at {args.address}"
     try:
-        ray.init(address="auto", logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address="auto", logging_level=logging.ERROR, log_to_driver=False)
         return "running cluster"
     except ConnectionError:
         ray.init(num_cpus=args.num_cpus, **quiet)
         return f"local Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
+
+
+def data_dir(args: argparse.Namespace) -> str:
+    """--data-dir, else $PRUNE_SWEEP_DATA, else ./data, as an absolute path: trials run in other directories."""
+    from trainables.data import resolve_data_dir
+
+    return str(resolve_data_dir(args.data_dir))
 
 
 def _absolute(location: str) -> str:
@@ -210,11 +290,11 @@ def make_progress(total: int, name: str, stream=sys.stderr, interval: float = 5.
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.done += 1
-            self.maybe_print(trials, force=True)
+            self.maybe_print(trials, force=self.done + self.failed == total, ending=trial)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.failed += 1
-            self.maybe_print(trials, force=True)
+            self.maybe_print(trials, force=True, ending=trial)
 
         def on_trial_recover(self, iteration, trials, trial, **info):
             self.restarted += 1
@@ -222,12 +302,12 @@ def make_progress(total: int, name: str, stream=sys.stderr, interval: float = 5.
         def on_step_end(self, iteration, trials, **info):
             self.maybe_print(trials)
 
-        def maybe_print(self, trials, force: bool = False) -> None:
+        def maybe_print(self, trials, force: bool = False, ending=None) -> None:
             now = time.time()
             if not force and now - self.last_print < interval:
                 return
             self.last_print = now
-            running = sum(1 for t in trials if t.status == "RUNNING")
+            running = sum(1 for t in trials if t.status == "RUNNING" and t is not ending)
             elapsed = now - self.start
             finished = self.done + self.failed
             eta = elapsed / finished * (total - finished) if finished else None
@@ -270,7 +350,8 @@ def run_sweep(args: argparse.Namespace, sweep: SweepSpec, store: ResultsStore, t
             param_space={
                 "spec": tune.grid_search([t.to_dict() for t in to_run]),
                 "store": _absolute(str(store)), "sweep": sweep.name,
-                "data_dir": _absolute(args.data_dir) if args.data_dir else None,
+                "data_dir": data_dir(args),
+                "keep_checkpoints": args.keep_checkpoints,
                 "checkpoint_root": f"{storage_path.rstrip('/')}/{run_name}",
             },
             tune_config=tune.TuneConfig(
@@ -287,8 +368,14 @@ def run_sweep(args: argparse.Namespace, sweep: SweepSpec, store: ResultsStore, t
         total = len(to_run)
         print(f"[{sweep.name}] running {total} trials; Ray run directory {storage_path}/{run_name}", file=sys.stderr)
     results = tuner.fit()
-    errored = [str(r.error).splitlines()[0] if r.error else "" for r in results if r.error is not None]
+    errored = [_last_line(str(r.error)) for r in results if r.error is not None]
     return {"ran": total, "seconds": time.time() - start, "errored": errored}
+
+
+def _last_line(text: str) -> str:
+    """The exception's own message: the last non-empty line of a (remote) traceback."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else text
 
 
 def summarize(sweep: SweepSpec, store: ResultsStore, outcome: Dict) -> Dict:
@@ -311,34 +398,51 @@ def main(argv: Optional[List[str]] = None) -> int:
         store = ResultsStore(args.store)
         if not args.dry_run:
             store.check_writable()
+            check_writable(_absolute(args.storage_path), "--storage-path")
         cluster_gpus = args.gpus_per_trial != 0
         policy = ResourcePolicy(cluster_has_gpus=cluster_gpus, gpus_per_trial=args.gpus_per_trial,
                                 cpus_per_trial=args.cpus_per_trial)
         if args.dry_run:
-            print_plan(plan(sweep, store, policy), args.json,
+            the_plan = plan(sweep, store, policy)
+            the_plan["datasets"] = check_datasets(the_plan["datasets_needed"], data_dir(args), download=False)
+            print_plan(the_plan, args.json,
                        "" if args.json else "GPU shares apply on a cluster with GPUs; without GPUs every trial runs on CPU")
             return 0
+        the_plan = plan(sweep, store, policy)
+        if not args.skip_data_check:
+            the_plan["datasets"] = check_datasets(the_plan["datasets_needed"], data_dir(args), download=True)
+            missing = {n: why for n, why in the_plan["datasets"].items() if why != "ready"}
+            if missing:
+                name, why = next(iter(missing.items()))
+                print(f"error: {why} (or pass --skip-data-check if only the workers hold it)", file=sys.stderr)
+                return 1
         where = connect(args)
         import ray
 
         policy = ResourcePolicy(cluster_has_gpus=ray.cluster_resources().get("GPU", 0) > 0,
                                 gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial)
-        the_plan = plan(sweep, store, policy)
+        the_plan.update({k: v for k, v in plan(sweep, store, policy).items() if k in ("resources",)})
         if not args.json:
             print_plan(the_plan, False, f"on {where}")
         outcome = run_sweep(args, sweep, store, the_plan["to_run_specs"], policy)
     except (ValueError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished trials are in {args.store}; run the same command with --resume to continue "
+              f"the others from their checkpoints", file=sys.stderr)
+        return 130
     summary = summarize(sweep, store, outcome)
     if args.json:
         print(json.dumps(summary))
     else:
         location = summary["store"]
+        for message, count in Counter(outcome["errored"]).most_common(5):
+            print(f"error in {count} trial(s): {message}", file=sys.stderr)
+        query = f" (pd.read_parquet('{location.rstrip('/')}/trials'))" if summary["in_store"] else ""
         print(f"{sweep.name}: {summary['in_store']}/{summary['trials']} trials in the store "
-              f"({summary['completed']} completed, {summary['diverged']} diverged, {summary['errored']} errored) "
-              f"after {_format_seconds(summary['seconds'])}; store: {location} "
-              f"(pd.read_parquet('{location.rstrip('/')}/trials'))")
+              f"({summary['completed']} completed, {summary['diverged']} diverged; {summary['errored']} errored, "
+              f"not stored) after {_format_seconds(summary['seconds'])}; store: {location}{query}")
     return 1 if summary["errored"] else 0
 
 

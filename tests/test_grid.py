@@ -1,4 +1,6 @@
 """Sweep grids: presets, axis parsing, overrides, recipes and resources."""
+import dataclasses
+
 import pytest
 
 from orchestrator.grid import PRESETS, AlgorithmVariant, parse_compressions, parse_seeds, with_overrides
@@ -57,8 +59,13 @@ def test_bad_axis_values_name_the_value():
         with_overrides(PRESETS["fig1"], models="vgg17")
     with pytest.raises(ValueError, match="unknown algorithm 'snap'"):
         AlgorithmVariant("snap")
-    with pytest.raises(ValueError, match="the paper gives no recipe for mlp/cifar10"):
-        with_overrides(PRESETS["fig1"], models="mlp", datasets="cifar10")
+    # A pair the paper trains no network on gets the fallback recipe, and the plan says so.
+    from orchestrator.grid import FALLBACK_RECIPE
+    unusual = with_overrides(PRESETS["fig1"], models="mlp", datasets="cifar10", epochs=16)
+    assert unusual.trials()[0].train == dataclasses.replace(FALLBACK_RECIPE, epochs=16, lr_drops=(6, 12))
+    assert "has none for this pair" in unusual.recipe_source("mlp", "cifar10")
+    assert unusual.recipe_source("vgg16_bn", "cifar100") == "the paper's recipe"
+    assert with_overrides(PRESETS["layer-collapse"], models="resnet20").trials()[0].train.epochs == 0
 
 
 def test_resources_are_sized_to_model_and_data_and_drop_gpus_without_them():

@@ -85,7 +85,7 @@ def checkpointed_unfinished(tmp_path, max_epoch: int = 10**9) -> set:
     trial_dirs = [d for run in ray_dir.glob("*") for d in run.glob("*") if d.is_dir()]
     found = set()
     for d in trial_dirs:
-        indices = [int(c.name.split("_")[1]) for c in d.glob("checkpoint_*")]
+        indices = [int(c.name.split("_")[1]) for c in d.glob("checkpoint_*") if any(c.iterdir())]
         if indices and max(indices) + 1 <= max_epoch and d.name not in done:
             found.add(d.name)
     return found
@@ -104,7 +104,7 @@ def wait_until(predicate, timeout=240, what="condition"):
 def test_sweep_lands_every_trial_once_skips_done_ones_and_extends(cluster, tmp_path):
     out = sweep(*small(tmp_path), "--address", cluster.address)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "6/6 trials in the store (6 completed, 0 diverged, 0 errored)" in out.stdout
+    assert "6/6 trials in the store (6 completed, 0 diverged; 0 errored, not stored)" in out.stdout
     assert "store: " + str(tmp_path / "store") in out.stdout
     assert "done, " in out.stderr and "running" in out.stderr  # progress lines
     trials = pd.read_parquet(tmp_path / "store" / "trials")
@@ -112,6 +112,7 @@ def test_sweep_lands_every_trial_once_skips_done_ones_and_extends(cluster, tmp_p
     assert sorted(trials.algorithm.unique()) == ["magnitude", "snip", "synflow"]
     assert len(pd.read_parquet(tmp_path / "store" / "epochs")) == 12
     assert (pd.read_parquet(tmp_path / "store" / "layers").groupby("trial_id").size() == 3).all()
+    assert list((tmp_path / "ray").glob("*/*/checkpoint_*/*")) == []  # finished trials' checkpoints are freed
 
     plan = json.loads(sweep(*small(tmp_path), "--dry-run", "--json").stdout)
     assert (plan["trials"], plan["done"], plan["to_run"]) == (6, 6, 0)
@@ -201,12 +202,41 @@ def test_losing_a_node_mid_sweep_resumes_its_trials_from_checkpoints(tmp_path):
     (["--address", "127.0.0.1:1"], "cannot reach a Ray cluster at --address 127.0.0.1:1"),
     (["--address", "nonsense"], "bad --address 'nonsense'"),
     (["--store", "/etc/hostname/results"], "store /etc/hostname/results is not writable"),
+    (["--models", "mlp", "--log10-compressions", "0,4.5"],
+     "log10 compression 4.5 is above what mlp/digits allows: it has 17,400 prunable weights, so the largest "
+     "meaningful log10 compression is 4.24"),
 ])
 def test_bad_input_is_one_line_with_exit_code_2(args, needle, tmp_path):
     out = sweep(*args, "--storage-path", str(tmp_path / "ray"), **({} if "--store" in args else {}))
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
     assert needle in out.stderr
+
+
+def test_unwritable_storage_path_is_one_line_with_exit_code_2(tmp_path):
+    out = sweep("--store", str(tmp_path / "store"), "--storage-path", "/etc/hostname/ray")
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0
+    assert "--storage-path /etc/hostname/ray is not writable" in out.stderr
+
+
+def test_a_missing_dataset_fails_once_before_launch_naming_it_and_the_directory(tmp_path):
+    out = sweep("--models", "vgg11_bn", "--datasets", "cifar10", "--algorithms", "synflow", "--seeds", "0",
+                "--log10-compressions", "1", "--epochs", "1", "--store", str(tmp_path / "store"),
+                "--storage-path", str(tmp_path / "ray"), "--data-dir", str(tmp_path / "data"))
+    assert out.returncode == 1 and out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
+    assert "dataset 'cifar10' not found in " + str(tmp_path / "data") in out.stderr
+    assert not (tmp_path / "ray").exists() or not any((tmp_path / "ray").iterdir())  # no trial was launched
+
+
+def test_trials_get_an_absolute_data_dir_whatever_the_working_directory(tmp_path, monkeypatch):
+    from orchestrator.sweep import build_parser, data_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PRUNE_SWEEP_DATA", raising=False)
+    assert data_dir(build_parser().parse_args([])) == str(tmp_path / "data")
+    assert data_dir(build_parser().parse_args(["--data-dir", "d"])) == str(tmp_path / "d")
+    monkeypatch.setenv("PRUNE_SWEEP_DATA", "/srv/datasets")
+    assert data_dir(build_parser().parse_args([])) == "/srv/datasets"
 
 
 def test_dry_run_reports_counts_resources_and_prune_passes(tmp_path):
@@ -217,7 +247,10 @@ def test_dry_run_reports_counts_resources_and_prune_passes(tmp_path):
     assert asks == {'{"CPU": 1.0, "GPU": 0.25}': 1170, '{"CPU": 1.0, "GPU": 0.5}': 975, '{"CPU": 1.0, "GPU": 1.0}': 195}
     # per (pair, seed, compression): synflow 100 rounds x 1 + snip 10*C examples + grasp 2 x 10*C, C = 10, 100, 200
     assert plan["prune_passes"] == 4 * 3 * 13 * sum(100 + 10 * c + 2 * 10 * c for c in (10, 100, 200))
+    assert [p["recipe_source"] for p in plan["pairs"]] == ["the paper's recipe"] * 12
     text = sweep("--dry-run", "--store", str(tmp_path / "store")).stdout
     assert "sweep quickstart: 100 trials, 0 already in" in text and "100 to run" in text
+    assert "mlp/digits (17,400 prunable weights): 15 epochs, batch 64, lr 0.1" in text
+    assert "dataset digits: ready" in text
     cpu_only = json.loads(sweep("--dry-run", "--json", "--gpus-per-trial", "0").stdout)
     assert cpu_only["resources"] == [{"per_trial": {"CPU": 1.0}, "trials": 100}]

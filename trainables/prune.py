@@ -66,16 +66,21 @@ def format_table(result: PruneResult) -> str:
         f"total: {result.remaining_params:,} of {result.prunable_params:,} prunable weights remain "
         f"(density {result.density:.3g}, compression {result.prunable_params / result.remaining_params:.4g}x); "
         f"collapsed: {'yes' if result.collapsed else 'no'}; prune passes: {result.prune_passes:,}; "
-        f"prune seconds: {result.prune_seconds:.2f}; MACs/example: {result.remaining_flops:,} of {result.dense_flops:,}"
+        f"prune seconds: {result.prune_seconds:.2f}; FLOPs (multiply-adds per example): "
+        f"{result.remaining_flops:,} of {result.dense_flops:,}"
     )
     return "\n".join(rows)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = OneLineArgumentParser(prog="python -m trainables.prune", description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="vgg16_bn")
-    ap.add_argument("--dataset", default="cifar100")
-    ap.add_argument("--algorithm", default="synflow", help=f"one of: {', '.join(ALGORITHMS.names())}")
+    from trainables.models import MODELS
+
+    ap = OneLineArgumentParser(prog="python -m trainables.prune", description=__doc__.splitlines()[0],
+                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--model", default="vgg16_bn", help=f"one of: {', '.join(MODELS.names())}")
+    ap.add_argument("--dataset", default="cifar100", help=f"one of: {', '.join(data.DATASETS.names())}")
+    ap.add_argument("--algorithm", default="synflow",
+                    help=f"one of: {', '.join(SCORERS.names())} (imp trains, so it runs only in sweeps)")
     ap.add_argument("--log10-compression", type=float, default=1.0, help="compression ratio = 10 ** this (>= 0)")
     ap.add_argument("--iterations", type=int, default=None, help="rounds; default 100 for synflow, 1 otherwise")
     ap.add_argument("--schedule", default="exponential", help=f"one of: {', '.join(SCHEDULES)}")

@@ -332,10 +332,35 @@ def run_trial(config: Dict[str, Any]) -> None:
         status = "diverged" if diverged else "completed"
         if finished:
             store(status)
-        report({**metrics.as_row(), "status": status if finished else "running"}, epoch, with_checkpoint=True)
-        if diverged:
+            # In the store now: a restart would find it there, so this last report needs no checkpoint.
+            report({**metrics.as_row(), "status": status}, epoch, with_checkpoint=not config.get("store"))
+            if config.get("store") and not config.get("keep_checkpoints"):
+                delete_checkpoints(config, spec.trial_id)
             return
+        report({**metrics.as_row(), "status": "running"}, epoch, with_checkpoint=True)
         _maybe_inject_failure(config, epoch)
+
+
+def delete_checkpoints(config: Dict[str, Any], trial_id: str) -> None:
+    """Free a finished trial's checkpoints (hundreds of GB over a paper-scale sweep); best effort.
+
+    Only the state files go: Tune's saved experiment state may still name a
+    checkpoint directory, and restoring a sweep fails if it is missing. A
+    restored finished trial never reads it: it finds itself in the store first.
+    """
+    import pyarrow.fs as pafs
+
+    root = config.get("checkpoint_root")
+    if not root:
+        return
+    fs, base = pafs.FileSystem.from_uri(root) if "://" in root else (pafs.LocalFileSystem(), root)
+    trial_dir = f"{base.rstrip('/')}/{trial_id}"
+    try:
+        for info in fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True)):
+            if info.base_name.startswith("checkpoint_") and info.type == pafs.FileType.Directory:
+                fs.delete_dir_contents(info.path, missing_dir_ok=True)
+    except OSError:
+        pass
 
 
 def _progress(state: Dict[str, Any]) -> tuple:
