@@ -77,16 +77,22 @@ def small(tmp_path, *extra):
             "--storage-path", str(tmp_path / "ray"), *extra]
 
 
-def checkpointed_unfinished(tmp_path, max_epoch: int = 10**9) -> set:
-    """Trials with a checkpoint, not yet in the store, whose newest checkpoint is at most `max_epoch`."""
+def checkpointed_unfinished(tmp_path, max_epoch: int = 10**9, settled: float = 0.5) -> set:
+    """Trials not yet in the store whose newest checkpoint is at most `max_epoch` and was written over
+    `settled` seconds ago: killing then lands mid-epoch (an epoch takes seconds), never mid-write."""
     store = ResultsStore(tmp_path / "store")
     done = store.finished_ids() if store.exists() else set()
     ray_dir = tmp_path / "ray"
     trial_dirs = [d for run in ray_dir.glob("*") for d in run.glob("*") if d.is_dir()]
     found = set()
+    now = time.time()
     for d in trial_dirs:
-        indices = [int(c.name.split("_")[1]) for c in d.glob("checkpoint_*") if any(c.iterdir())]
-        if indices and max(indices) + 1 <= max_epoch and d.name not in done:
+        checkpoints = [c for c in d.glob("checkpoint_*") if any(c.iterdir())]
+        if not checkpoints or d.name in done:
+            continue
+        newest = max(checkpoints, key=lambda c: int(c.name.split("_")[1]))
+        written = max(f.stat().st_mtime for f in newest.iterdir())
+        if int(newest.name.split("_")[1]) + 1 <= max_epoch and now - written >= settled:
             found.add(d.name)
     return found
 
@@ -142,11 +148,12 @@ def test_driver_sigkill_then_resume_completes_without_rerunning_or_duplicating(c
     # Kill while one trial is done and another is early in its 5 epochs (about 3 s each): well clear of its end.
     wait_until(lambda: store.exists() and len(store.finished_ids()) >= 1 and checkpointed_unfinished(tmp_path, 3),
                what="one finished trial and one checkpointed trial at epoch <= 3")
+    settled = checkpointed_unfinished(tmp_path, 3)  # their newest checkpoint is whole: they must resume from it
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     time.sleep(2)  # the killed driver's trial actors go with it; nothing may land after this
     finished_before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "store" / "trials").iterdir()}
-    interrupted = checkpointed_unfinished(tmp_path)
+    interrupted = settled - set(p.name.removesuffix(".parquet") for p in (tmp_path / "store" / "trials").iterdir())
     assert interrupted, "the kill interrupted no trial: the test would prove nothing"
     assert len(finished_before) < 3
 
