@@ -288,6 +288,14 @@ def make_progress(total: int, name: str, stream=sys.stderr, interval: float = 5.
             self.restarted = 0
             self.last_print = 0.0
 
+        def __getstate__(self):
+            # Tune saves callbacks with the experiment; a resumed run times itself from its own start.
+            return {**self.__dict__, "start": None}
+
+        def __setstate__(self, state):
+            self.__dict__.update(state)
+            self.start = time.time()
+
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.done += 1
             self.maybe_print(trials, force=self.done + self.failed == total, ending=trial)
