@@ -119,13 +119,18 @@ class StoreError(Exception):
     """A store that cannot be used as asked (absent, empty, not writable); one-line message."""
 
 
+def filesystem_for(location: Union[str, "os.PathLike[str]"]) -> Tuple[pafs.FileSystem, str]:
+    """(filesystem, path) for a pyarrow URI (s3://, gs://, file://) or a local path, made absolute."""
+    location = os.fspath(location)
+    if _is_uri(location):
+        return pafs.FileSystem.from_uri(location)
+    return pafs.LocalFileSystem(), os.path.abspath(location)
+
+
 def check_writable(location: str, what: str) -> None:
     """Create `location` (a directory or URI) if needed and write and remove a probe file there."""
     try:
-        if _is_uri(location):
-            fs, root = pafs.FileSystem.from_uri(location)
-        else:
-            fs, root = pafs.LocalFileSystem(), os.path.abspath(os.fspath(location))
+        fs, root = filesystem_for(location)
         probe = _join(root, f".probe-{uuid.uuid4().hex}")
         fs.create_dir(root, recursive=True)
         with fs.open_output_stream(probe) as stream:
@@ -201,13 +206,10 @@ class ResultsStore:
 
     def __init__(self, uri: Union[str, "os.PathLike[str]"]) -> None:
         self.location = os.fspath(uri)
-        if _is_uri(self.location):
-            try:
-                self._fs, root = pafs.FileSystem.from_uri(self.location)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, OSError) as exc:
-                raise StoreError(f"store {self.location} cannot be opened: {exc}") from None
-        else:
-            self._fs, root = pafs.LocalFileSystem(), os.path.abspath(self.location)
+        try:
+            self._fs, root = filesystem_for(self.location)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, OSError) as exc:
+            raise StoreError(f"store {self.location} cannot be opened: {exc}") from None
         self._root = root.rstrip("/") or "/"
         self._local = isinstance(self._fs, pafs.LocalFileSystem)
         self._made_dirs: Set[str] = set()

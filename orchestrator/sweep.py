@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence
 
 from orchestrator.grid import PRESETS, SweepSpec, with_overrides
 from orchestrator.resources import ResourcePolicy, trial_resources
-from orchestrator.store import ResultsStore, StoreError, check_writable
+from orchestrator.store import ResultsStore, StoreError, check_writable, filesystem_for
 from trainables.cli import OneLineArgumentParser
 from trainables.pruning.scores import SCORERS
 from trainables.specs import TrialSpec
@@ -258,7 +258,7 @@ def latest_run(storage_path: str, sweep_name: str) -> Optional[str]:
     import pyarrow.fs as pafs
     from ray import tune
 
-    fs, root = pafs.FileSystem.from_uri(storage_path) if "://" in storage_path else (pafs.LocalFileSystem(), storage_path)
+    fs, root = filesystem_for(storage_path)
     infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
     runs = sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith(sweep_name + "-"))
     for name in reversed(runs):

@@ -204,6 +204,21 @@ def _load_state(directory: str, device) -> Dict[str, Any]:
     return torch.load(pathlib.Path(directory) / CHECKPOINT_FILE, map_location=device, weights_only=False)
 
 
+def checkpoint_dirs(config: Dict[str, Any], trial_id: str):
+    """(filesystem, this trial's checkpoint directories in the run, newest first); no filesystem outside a sweep."""
+    import pyarrow.fs as pafs
+
+    from orchestrator.store import filesystem_for
+
+    root = config.get("checkpoint_root")
+    if not root:
+        return None, []
+    fs, base = filesystem_for(root)
+    infos = fs.get_file_info(pafs.FileSelector(f"{base.rstrip('/')}/{trial_id}", allow_not_found=True))
+    found = [i for i in infos if i.base_name.startswith("checkpoint_") and i.type == pafs.FileType.Directory]
+    return fs, [i.path for i in sorted(found, key=lambda i: i.base_name, reverse=True)]
+
+
 def newest_saved_state(config: Dict[str, Any], trial_id: str, device) -> Optional[Dict[str, Any]]:
     """The newest loadable checkpoint under this trial's directory of the run (`checkpoint_root`).
 
@@ -213,20 +228,12 @@ def newest_saved_state(config: Dict[str, Any], trial_id: str, device) -> Optiona
     """
     import io
 
-    import pyarrow.fs as pafs
-
-    root = config.get("checkpoint_root")
-    if not root:
-        return None
-    fs, base = pafs.FileSystem.from_uri(root) if "://" in root else (pafs.LocalFileSystem(), root)
-    trial_dir = f"{base.rstrip('/')}/{trial_id}"
-    infos = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
-    names = sorted((i.base_name for i in infos if i.base_name.startswith("checkpoint_")), reverse=True)
-    for name in names:
+    fs, paths = checkpoint_dirs(config, trial_id)
+    for path in paths:
         try:
-            with fs.open_input_file(f"{trial_dir}/{name}/{CHECKPOINT_FILE}") as stream:
+            with fs.open_input_file(f"{path}/{CHECKPOINT_FILE}") as stream:
                 return torch.load(io.BytesIO(stream.read()), map_location=device, weights_only=False)
-        except Exception:  # noqa: BLE001 - a partial or foreign checkpoint: try the one before
+        except Exception:  # noqa: BLE001 - a partial, emptied or foreign checkpoint: try the one before
             continue
     return None
 
@@ -348,17 +355,10 @@ def delete_checkpoints(config: Dict[str, Any], trial_id: str) -> None:
     checkpoint directory, and restoring a sweep fails if it is missing. A
     restored finished trial never reads it: it finds itself in the store first.
     """
-    import pyarrow.fs as pafs
-
-    root = config.get("checkpoint_root")
-    if not root:
-        return
-    fs, base = pafs.FileSystem.from_uri(root) if "://" in root else (pafs.LocalFileSystem(), root)
-    trial_dir = f"{base.rstrip('/')}/{trial_id}"
     try:
-        for info in fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True)):
-            if info.base_name.startswith("checkpoint_") and info.type == pafs.FileType.Directory:
-                fs.delete_dir_contents(info.path, missing_dir_ok=True)
+        fs, paths = checkpoint_dirs(config, trial_id)
+        for path in paths:
+            fs.delete_dir_contents(path, missing_dir_ok=True)
     except OSError:
         pass
 
