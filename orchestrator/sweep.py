@@ -156,11 +156,16 @@ def check_datasets(names: Sequence[str], data_dir: str, download: bool) -> Dict[
     return status
 
 
+def resource_asks(to_run: Sequence[TrialSpec], policy: ResourcePolicy) -> List[Dict]:
+    """How many trials ask for each distinct resource bundle."""
+    asks = Counter(json.dumps(trial_resources(t, policy), sort_keys=True) for t in to_run)
+    return [{"per_trial": json.loads(k), "trials": n} for k, n in sorted(asks.items())]
+
+
 def plan(sweep: SweepSpec, store: ResultsStore, policy: ResourcePolicy) -> Dict:
     trials = sweep.trials()
     done = store.finished_ids() if store.exists() else set()
     to_run = [t for t in trials if t.trial_id not in done]
-    asks = Counter(json.dumps(trial_resources(t, policy), sort_keys=True) for t in to_run)
     passes = [estimated_prune_passes(t) for t in to_run]
     pairs = []
     for model in sweep.models:
@@ -181,7 +186,7 @@ def plan(sweep: SweepSpec, store: ResultsStore, policy: ResourcePolicy) -> Dict:
         "sweep": sweep.name, "trials": len(trials), "done": len(trials) - len(to_run), "to_run": len(to_run),
         "pairs": pairs, "algorithms": variants, "log10_compressions": list(sweep.log10_compressions),
         "seeds": list(sweep.seeds),
-        "resources": [{"per_trial": json.loads(k), "trials": n} for k, n in sorted(asks.items())],
+        "resources": resource_asks(to_run, policy),
         "prune_passes": sum(p for p in passes if p is not None),
         "imp_trials_not_counted_in_prune_passes": sum(p is None for p in passes),
         "datasets_needed": sorted({t.data.name for t in to_run if needs_data(t)}),
@@ -229,16 +234,16 @@ def connect(args: argparse.Namespace) -> str:
 
     import ray
 
-    quiet = dict(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
+    quiet = dict(logging_level=logging.ERROR, log_to_driver=False)
     if args.address:
         check_reachable(args.address)
-        ray.init(address=args.address, logging_level=logging.ERROR, log_to_driver=False)
+        ray.init(address=args.address, **quiet)
         return f"cluster at {args.address}"
     try:
-        ray.init(address="auto", logging_level=logging.ERROR, log_to_driver=False)
+        ray.init(address="auto", **quiet)
         return "running cluster"
     except ConnectionError:
-        ray.init(num_cpus=args.num_cpus, **quiet)
+        ray.init(num_cpus=args.num_cpus, include_dashboard=False, **quiet)
         return f"local Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
 
 
@@ -419,17 +424,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         the_plan = plan(sweep, store, policy)
         if not args.skip_data_check:
             the_plan["datasets"] = check_datasets(the_plan["datasets_needed"], data_dir(args), download=True)
-            missing = {n: why for n, why in the_plan["datasets"].items() if why != "ready"}
+            missing = [why for why in the_plan["datasets"].values() if why != "ready"]
             if missing:
-                name, why = next(iter(missing.items()))
-                print(f"error: {why} (or pass --skip-data-check if only the workers hold it)", file=sys.stderr)
+                print(f"error: {missing[0]} (or pass --skip-data-check if only the workers hold it)", file=sys.stderr)
                 return 1
         where = connect(args)
         import ray
 
         policy = ResourcePolicy(cluster_has_gpus=ray.cluster_resources().get("GPU", 0) > 0,
                                 gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial)
-        the_plan.update({k: v for k, v in plan(sweep, store, policy).items() if k in ("resources",)})
+        the_plan["resources"] = resource_asks(the_plan["to_run_specs"], policy)  # now that the GPUs are known
         if not args.json:
             print_plan(the_plan, False, f"on {where}")
         outcome = run_sweep(args, sweep, store, the_plan["to_run_specs"], policy)
