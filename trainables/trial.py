@@ -10,7 +10,6 @@ prunes again. The finished trial writes its rows to the results store itself
 """
 from __future__ import annotations
 
-import datetime as dt
 import math
 import os
 import pathlib
@@ -18,7 +17,7 @@ import random
 import socket
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -238,10 +237,19 @@ def newest_saved_state(config: Dict[str, Any], trial_id: str, device) -> Optiona
     return None
 
 
+def report_with_checkpoint(metrics: Dict[str, Any], state: Dict[str, Any]) -> None:
+    """Report to Tune with `state` saved as this trial's checkpoint."""
+    from ray import tune
+    from ray.tune import Checkpoint
+
+    with tempfile.TemporaryDirectory() as directory:
+        torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
+        tune.report(metrics, checkpoint=Checkpoint.from_directory(directory))
+
+
 def run_trial(config: Dict[str, Any]) -> None:
     """The Ray Tune function trainable. Raises on error; never prints and quits."""
     from ray import tune
-    from ray.tune import Checkpoint
 
     spec = TrialSpec.from_dict(config["spec"])
     if already_stored(config, spec.trial_id):
@@ -272,12 +280,10 @@ def run_trial(config: Dict[str, Any]) -> None:
 
     def save_imp(imp_state: Dict[str, Any]) -> None:
         """IMP's own training levels: checkpointed every epoch, reported as epoch 0 (final training not begun)."""
-        saved = {"imp": imp_state, "started_at": started_at, "restarts": restarts}
-        with tempfile.TemporaryDirectory() as directory:
-            torch.save(saved, os.path.join(directory, CHECKPOINT_FILE))
-            tune.report({"spec_id": spec.trial_id, "epoch": 0, "status": "pruning", "imp_level": imp_state["level"],
-                         "imp_epoch": imp_state["epoch"], "restarts": restarts},
-                        checkpoint=Checkpoint.from_directory(directory))
+        report_with_checkpoint(
+            {"spec_id": spec.trial_id, "epoch": 0, "status": "pruning", "imp_level": imp_state["level"],
+             "imp_epoch": imp_state["epoch"], "restarts": restarts},
+            {"imp": imp_state, "started_at": started_at, "restarts": restarts})
         _maybe_inject_failure(config, imp_state["epoch"], phase=f"imp level {imp_state['level']}")
 
     if state is not None and imp_resume is None:
@@ -313,12 +319,9 @@ def run_trial(config: Dict[str, Any]) -> None:
         if not with_checkpoint:
             tune.report(metrics)
             return
-        state = {"trainer": trainer.state_dict(), "rng": rng_state(), "prune": prune, "history": history,
-                 "epoch": epoch, "started_at": started_at, "train_seconds": train_seconds,
-                 "prune_runs": prune_runs, "restarts": restarts}
-        with tempfile.TemporaryDirectory() as directory:
-            torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
-            tune.report(metrics, checkpoint=Checkpoint.from_directory(directory))
+        report_with_checkpoint(metrics, {
+            "trainer": trainer.state_dict(), "rng": rng_state(), "prune": prune, "history": history, "epoch": epoch,
+            "started_at": started_at, "train_seconds": train_seconds, "prune_runs": prune_runs, "restarts": restarts})
 
     epochs = spec.train.epochs
     if len(history) >= epochs:
