@@ -77,27 +77,10 @@ def ours_images_per_second(name, shape, device, batch_size, steps, warmup, preci
     return steps * batch_size / (time.perf_counter() - start)
 
 
-class _Transformed(torch.utils.data.Dataset):
-    def __init__(self, images, labels, transform):
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return self.transform(self.images[i]), int(self.labels[i])
-
-
 def plain_images_per_second(name, shape, device, batch_size, steps, warmup, workers=4) -> float:
-    from torchvision.transforms import v2
-
     images, labels = synthetic_images(max(batch_size * (steps + warmup), 2048), shape)
-    info = cifar_like_info(shape)
-    transform = v2.Compose([v2.RandomCrop(shape[1:], padding=4), v2.RandomHorizontalFlip(),
-                            v2.ToDtype(torch.float32, scale=True), v2.Normalize(info.mean, info.std)])
-    loader = torch.utils.data.DataLoader(_Transformed(images, labels, transform), batch_size=batch_size, shuffle=True,
-                                         num_workers=workers, pin_memory=device.type == "cuda", drop_last=True,
-                                         persistent_workers=True)
+    loader = data.plain_loader(images, labels, cifar_like_info(shape), batch_size, train=True, num_workers=workers,
+                               drop_last=True, persistent_workers=True)
     model = build_model(name, shape, 10, seed=0).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     model.train()

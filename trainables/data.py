@@ -915,20 +915,34 @@ def make_plain_loader(name: str, data_dir: Optional[Union[str, os.PathLike]], ba
 
     Yields normalised float32 CPU batches (the caller moves them). Not used by trials.
     """
-    from torchvision.transforms import v2
-
     info = dataset_info(name, input_shape, num_classes)
-    generator = _seeded_generator(_STREAM_PLAIN_LOADER, _check_int_at_least("seed", seed, 0))
-    if not info.tensor_resident:
-        dataset: torch.utils.data.Dataset = FolderItems(image_folder(name, "train" if train else "test", data_dir),
-                                                        imagenet_transform(train, to_uint8=False))
-    else:
+    if info.tensor_resident:
         images, labels = load_tensors(name, "train" if train else "test", data_dir, download, input_shape,
                                       num_classes, size)
-        steps: List[Any] = []
-        if train and info.augment == "crop_flip":
-            steps += [v2.RandomCrop(info.input_shape[1:], padding=info.crop_padding), v2.RandomHorizontalFlip()]
-        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(info.mean, info.std)]
-        dataset = _TransformedTensors(images, labels, v2.Compose(steps))
+        return plain_loader(images, labels, info, batch_size, train, seed, num_workers=num_workers)
+    folder = FolderItems(image_folder(name, "train" if train else "test", data_dir),
+                         imagenet_transform(train, to_uint8=False))
+    return _plain_data_loader(folder, batch_size, train, seed, num_workers)
+
+
+def plain_loader(images: torch.Tensor, labels: torch.Tensor, info: DatasetInfo, batch_size: int, train: bool,
+                 seed: int = 0, *, num_workers: int = 4, drop_last: bool = False,
+                 persistent_workers: bool = False) -> torch.utils.data.DataLoader:
+    """The usual recipe over given uint8 tensors, with `info`'s augmentation and normalisation."""
+    from torchvision.transforms import v2
+
+    steps: List[Any] = []
+    if train and info.augment == "crop_flip":
+        steps += [v2.RandomCrop(info.input_shape[1:], padding=info.crop_padding), v2.RandomHorizontalFlip()]
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(info.mean, info.std)]
+    dataset = _TransformedTensors(images, labels, v2.Compose(steps))
+    return _plain_data_loader(dataset, batch_size, train, seed, num_workers, drop_last, persistent_workers)
+
+
+def _plain_data_loader(dataset: torch.utils.data.Dataset, batch_size: int, train: bool, seed: int,
+                       num_workers: int, drop_last: bool = False,
+                       persistent_workers: bool = False) -> torch.utils.data.DataLoader:
+    generator = _seeded_generator(_STREAM_PLAIN_LOADER, _check_int_at_least("seed", seed, 0))
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers,
-                                       pin_memory=torch.cuda.is_available(), generator=generator)
+                                       pin_memory=torch.cuda.is_available(), generator=generator,
+                                       drop_last=drop_last, persistent_workers=persistent_workers and num_workers > 0)
