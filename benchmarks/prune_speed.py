@@ -30,7 +30,6 @@ def straightforward_synflow(model: nn.Module, compression: float, iterations: in
     model.eval()
     device = next(model.parameters()).device
     ones = torch.ones((1, *input_shape), device=device)
-    total = sum(p.size for p in params)
     for k in range(1, iterations + 1):
         with torch.no_grad():
             signs = {n: torch.sign(t) for n, t in model.state_dict().items() if t.is_floating_point()}

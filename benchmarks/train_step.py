@@ -12,7 +12,6 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from trainables.models import build_model
 from trainables.pruning import prune_model

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
 
 from trainables.registry import Registry
 from trainables.specs import DataSpec, ModelSpec, PruneSpec, TrainSpec, TrialSpec

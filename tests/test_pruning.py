@@ -1,7 +1,6 @@
 """Pruning at initialization: exact counts, conservation, collapse, determinism, SynFlow numerics."""
 import copy
 import json
-import math
 import subprocess
 import sys
 

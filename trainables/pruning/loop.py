@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -49,7 +49,6 @@ class PruneResult:
     prune_seconds: float
     dense_flops: int
     remaining_flops: int
-    scored_examples: int = 0
 
     @property
     def density(self) -> float:
@@ -187,5 +186,4 @@ def prune_model(
         prune_seconds=seconds,
         dense_flops=macs(params),
         remaining_flops=macs(params, masks),
-        scored_examples=examples,
     )

@@ -129,13 +129,6 @@ class Masks:
         params = [p.data for p in self.params.values()]
         torch._foreach_mul_(params, [self._float_masks[n] for n in self.params])
 
-    def bind(self, model: nn.Module) -> "Masks":
-        """The same masks over another instance of the same architecture (e.g. after loading to a new device)."""
-        named = dict(model.named_parameters())
-        bound = Masks({n: named[n] for n in self.params})
-        bound.load_state_dict(self.state_dict())
-        return bound
-
     def state_dict(self) -> Dict[str, torch.Tensor]:
         return {name: self.mask(name).cpu() for name in self.params}
 

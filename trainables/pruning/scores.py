@@ -178,10 +178,6 @@ class SynflowNetwork(nn.Module):
         return output * torch.exp2(log2_scale)
 
 
-def _synflow_prepare(model: nn.Module, scored: set) -> nn.Module:
-    return SynflowNetwork(model, scored)
-
-
 def _synflow_pass(model: nn.Module, names: Sequence[str], input_shape) -> Tuple[torch.Tensor, Scores]:
     params = _params(model, names)
     ones = torch.ones((1, *input_shape), dtype=params[0].dtype, device=params[0].device)
@@ -193,7 +189,7 @@ def _synflow_pass(model: nn.Module, names: Sequence[str], input_shape) -> Tuple[
     return total.detach(), scores
 
 
-@scorer("synflow", needs_data=False, passes_per_example=1, prepare=_synflow_prepare)
+@scorer("synflow", needs_data=False, passes_per_example=1, prepare=SynflowNetwork)
 def synflow_scores(model: nn.Module, batches: Batches, inputs: ScoreInputs) -> Scores:
     """|dR/dw * w| with R the summed output of the |w| network on an all-ones input. Needs no data."""
     if isinstance(model, SynflowNetwork):
