@@ -38,7 +38,7 @@ Report = Callable[[str], None]
 FigureMaker = Callable[[Results, Path, Report], List[Path]]
 FIGURES: Registry[FigureMaker] = Registry("figure")
 
-INSET_MAX_LOG10 = 1.5
+ZOOM_MAX_LOG10 = 1.5
 PANEL_SIZE = (4.3, 3.4)
 DENSITY_CMAP = ListedColormap(matplotlib.colormaps["YlGnBu"](np.linspace(0.3, 1.0, 256)), name="density")
 LINESTYLES = ("-", "--", ":", "-.")
@@ -155,7 +155,7 @@ def _accuracy_zoom(zoom, panel: pd.DataFrame, reference: pd.DataFrame) -> None:
     Its y range spans the better half of the algorithms, so the ones that drop
     early leave it at the bottom instead of flattening the rest.
     """
-    near = panel[panel["log10_compression"] <= INSET_MAX_LOG10 + 1e-9]
+    near = panel[panel["log10_compression"] <= ZOOM_MAX_LOG10 + 1e-9]
     if near["log10_compression"].nunique() < 2:
         zoom.set_visible(False)
         return
@@ -170,7 +170,7 @@ def _accuracy_zoom(zoom, panel: pd.DataFrame, reference: pd.DataFrame) -> None:
     pad = max((high - low) * 0.15, 0.2)
     zoom.set_ylim(low - pad, high + pad)
     zoom.set_xscale("log")
-    zoom.set_xlim(1, 10 ** INSET_MAX_LOG10)
+    zoom.set_xlim(1, 10 ** ZOOM_MAX_LOG10)
     zoom.set_xticks([1, 10 ** 0.5, 10, 10 ** 1.5], labels=["1", "3.2", "10", "32"])
     zoom.xaxis.set_minor_formatter(NullFormatter())
     zoom.yaxis.set_major_locator(MaxNLocator(4))
