@@ -11,7 +11,7 @@ from typing import Dict, List, Tuple, Union
 
 import pandas as pd
 
-from orchestrator.store import TABLES, ResultsStore, StoreError
+from results_store import TABLES, ResultsStore, StoreError
 from trainables.specs import DEFAULT_SYNFLOW_ITERATIONS
 
 DEFAULT_PRUNE_MODE = "eval"

@@ -31,7 +31,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 from analysis import tables
 from analysis.load import Results, default_settings, load_results
 from analysis.style import DENSE_COLOR, algorithm_color, algorithm_order, format_ratio
-from orchestrator.store import StoreError
+from results_store import StoreError
 from trainables.registry import Registry, UnknownNameError
 
 Report = Callable[[str], None]

@@ -18,7 +18,7 @@ import pandas as pd
 from analysis import tables
 from analysis.load import Results, default_settings, load_results
 from analysis.style import algorithm_order, format_ratio
-from orchestrator.store import StoreError
+from results_store import StoreError
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], align_right_from: int = 1) -> str:

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence
 
 from orchestrator.grid import PRESETS, SweepSpec, with_overrides
 from orchestrator.resources import ResourcePolicy, trial_resources
-from orchestrator.store import ResultsStore, StoreError, check_writable, filesystem_for
+from results_store import ResultsStore, StoreError, check_writable, filesystem_for
 from trainables.cli import OneLineArgumentParser
 from trainables.pruning.scores import SCORERS
 from trainables.specs import TrialSpec

@@ -17,7 +17,7 @@ import pytest
 
 from analysis import plots, summary, tables
 from analysis.load import default_settings, load_results
-from orchestrator.store import ResultsStore
+from results_store import ResultsStore
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
@@ -264,7 +264,7 @@ def test_summary_tables_hold_mean_and_std(results, store_dir, tmp_path):
 
 
 def test_analysis_and_store_import_without_torch_or_ray():
-    code = ("import analysis.plots, analysis.summary, analysis.tables, orchestrator.store, sys; "
+    code = ("import analysis.plots, analysis.summary, analysis.tables, results_store, sys; "
             "assert 'torch' not in sys.modules and 'ray' not in sys.modules, "
             "sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray'))")
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

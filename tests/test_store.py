@@ -11,7 +11,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.store import SCHEMAS, TABLES, ResultsStore, StoreError, read_table
+from results_store import SCHEMAS, TABLES, ResultsStore, StoreError, read_table
 
 STARTED = dt.datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=dt.timezone.utc)
 FINISHED = dt.datetime(2025, 3, 1, 13, 30, 0, tzinfo=dt.timezone.utc)

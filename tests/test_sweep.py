@@ -12,7 +12,7 @@ import time
 import pandas as pd
 import pytest
 
-from orchestrator.store import ResultsStore
+from results_store import ResultsStore
 
 RAY = str(pathlib.Path(sys.executable).with_name("ray"))
 # Token auth for every process of the test clusters (Ray enables it on the head once ~/.ray/auth_token exists).

@@ -170,7 +170,7 @@ def trial_row(config: Dict[str, Any], spec: TrialSpec, prune: Dict[str, Any], hi
 
 
 def write_to_store(config: Dict[str, Any], spec: TrialSpec, prune, history, status: str, **row) -> None:
-    from orchestrator.store import ResultsStore
+    from results_store import ResultsStore
 
     if config.get("store"):
         row = trial_row(config, spec, prune, history, status, **row)
@@ -178,7 +178,7 @@ def write_to_store(config: Dict[str, Any], spec: TrialSpec, prune, history, stat
 
 
 def already_stored(config: Dict[str, Any], trial_id: str) -> bool:
-    from orchestrator.store import ResultsStore
+    from results_store import ResultsStore
 
     return bool(config.get("store")) and ResultsStore(config["store"]).has_trial(trial_id)
 
@@ -207,7 +207,7 @@ def checkpoint_dirs(config: Dict[str, Any], trial_id: str):
     """(filesystem, this trial's checkpoint directories in the run, newest first); no filesystem outside a sweep."""
     import pyarrow.fs as pafs
 
-    from orchestrator.store import filesystem_for
+    from results_store import filesystem_for
 
     root = config.get("checkpoint_root")
     if not root:
