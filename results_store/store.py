@@ -1,17 +1,23 @@
-"""The Parquet results store: three tables of one file per trial.
+"""The Parquet results store: three tables, each a directory pandas reads directly.
 
-Layout: ``<store>/<table>/<trial_id>.parquet`` for the tables ``trials``,
-``epochs`` and ``layers``. One file per trial per table makes a rewrite of a
-trial replace its rows instead of duplicating them, lets many workers write
-without coordination, and keeps every table readable with nothing but pandas:
-``pd.read_parquet("results/trials")``.
+Layout (``pd.read_parquet("results/trials")`` reads a table at every moment)::
 
-Every file is written with the fixed schema in `SCHEMAS`, so the files of a
-table never drift in type. A write is atomic: on a local filesystem the table
-is written to a hidden temp file in the same directory (pyarrow and pandas
-skip names starting with "." or "_") and renamed over the target; on an object
-store it is a single put of the final key. The ``trials`` file is written last
-and is the commit marker: a trial counts as finished only once it exists.
+    <store>/<table>/<trial_id>.parquet                 one file per trial per table, as trials finish
+    <store>/<table>/compacted/part-<uuid>.parquet      many trials per file, after `compact()`
+    <store>/_compaction-<uuid>.json                    a compaction in flight (see journal.py)
+    <store>/_quarantine/<table>/<name>.<UTC time>      unreadable files moved aside (see scan.py)
+
+for the tables ``trials``, ``epochs`` and ``layers``. One file per trial per
+table makes a rewrite of a trial replace its rows instead of duplicating them
+and lets many workers write without coordination. Names starting with "." or
+"_" are skipped by pandas and pyarrow: temp files, hidden parts, journals, the
+quarantine.
+
+Every file is written with the fixed schema in `SCHEMAS`. A write is atomic:
+on a local filesystem to a hidden temp file in the same directory, renamed
+over the target; on an object store a single put of the final key. The
+``trials`` file is written last and is the commit marker. A trial counts as
+finished once its rows are readable in all three tables (scan.py).
 
 This module must not import torch or ray: analysis machines read the store with
 pandas and pyarrow alone.
@@ -19,190 +25,37 @@ pandas and pyarrow alone.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import os
-import re
 import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar, Union
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-TABLES = ("trials", "epochs", "layers")
-TRIAL_STATUSES = ("completed", "diverged")
-SUFFIX = ".parquet"
-_UTC_MICROS = pa.timestamp("us", tz="UTC")
-# Column names whose values are accuracies, stored as fractions in [0, 1].
-_FRACTION_COLUMNS = ("final_top1", "final_top5", "best_top1", "top1", "top5")
-_SAFE_TRIAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+from results_store import compaction
+from results_store.files import StoreError, filesystem_for, join, one_line, probe_directory
+from results_store.files import check_writable as _check_location
+from results_store.journal import exclusive, journal_names, roll_forward
+from results_store.scan import ATTEMPTS, OK, Scan, check_trials, quarantine, quarantine_trial, scan, scan_groups
+from results_store.schema import (COMPACTED, SAFE_TRIAL_ID, SCHEMAS, SUFFIX, TABLES, TRIAL_STATUSES, build_table,
+                                  check_columns, conform, footer_problem, to_parquet_bytes)
 
-
-def _field(name: str, type_: pa.DataType, nullable: bool = False) -> pa.Field:
-    return pa.field(name, type_, nullable=nullable)
-
-
-SCHEMAS: Dict[str, pa.Schema] = {
-    "trials": pa.schema([
-        _field("trial_id", pa.string()),
-        _field("sweep", pa.string()),
-        _field("model", pa.string()),
-        _field("dataset", pa.string()),
-        _field("algorithm", pa.string()),
-        _field("log10_compression", pa.float64()),
-        _field("compression", pa.float64()),
-        _field("seed", pa.int64()),
-        _field("iterations", pa.int64()),
-        _field("schedule", pa.string()),
-        _field("scope", pa.string()),
-        _field("prune_mode", pa.string()),
-        _field("levels", pa.int64()),
-        _field("examples_per_class", pa.int64()),
-        _field("prunable_params", pa.int64()),
-        _field("prunable_layers", pa.int64()),
-        _field("remaining_params", pa.int64()),
-        _field("density", pa.float64()),
-        _field("collapsed", pa.bool_()),
-        _field("prune_passes", pa.int64()),
-        _field("prune_seconds", pa.float64()),
-        _field("dense_flops", pa.int64()),
-        _field("remaining_flops", pa.int64()),
-        _field("epochs", pa.int64()),
-        _field("final_top1", pa.float64(), nullable=True),
-        _field("final_top5", pa.float64(), nullable=True),
-        _field("best_top1", pa.float64(), nullable=True),
-        _field("final_test_loss", pa.float64(), nullable=True),
-        _field("train_seconds", pa.float64()),
-        _field("status", pa.string()),
-        _field("error", pa.string(), nullable=True),
-        _field("started_at", _UTC_MICROS),
-        _field("finished_at", _UTC_MICROS),
-        _field("host", pa.string()),
-        _field("device", pa.string(), nullable=True),
-        _field("precision", pa.string(), nullable=True),
-        _field("restarts", pa.int64(), nullable=True),
-        _field("resumed_from_epoch", pa.int64(), nullable=True),
-        _field("cpus", pa.float64()),
-        _field("gpus", pa.float64()),
-        _field("torch_version", pa.string()),
-        _field("project_version", pa.string()),
-        _field("config", pa.string()),
-    ]),
-    "epochs": pa.schema([
-        _field("trial_id", pa.string()),
-        _field("epoch", pa.int64()),
-        _field("train_loss", pa.float64()),
-        _field("test_loss", pa.float64(), nullable=True),
-        _field("top1", pa.float64(), nullable=True),
-        _field("top5", pa.float64(), nullable=True),
-        _field("lr", pa.float64()),
-        _field("seconds", pa.float64()),
-    ]),
-    "layers": pa.schema([
-        _field("trial_id", pa.string()),
-        _field("layer_index", pa.int64()),
-        _field("layer", pa.string()),
-        _field("param", pa.string()),
-        _field("kind", pa.string()),
-        _field("size", pa.int64()),
-        _field("remaining", pa.int64()),
-        _field("density", pa.float64()),
-        _field("score_sum", pa.float64(), nullable=True),
-    ]),
-}
-
-
-class StoreError(Exception):
-    """A store that cannot be used as asked (absent, empty, not writable); one-line message."""
-
-
-def filesystem_for(location: Union[str, "os.PathLike[str]"]) -> Tuple[pafs.FileSystem, str]:
-    """(filesystem, path) for a pyarrow URI (s3://, gs://, file://) or a local path, made absolute."""
-    location = os.fspath(location)
-    if _is_uri(location):
-        return pafs.FileSystem.from_uri(location)
-    return pafs.LocalFileSystem(), os.path.abspath(location)
-
-
-def check_writable(location: str, what: str) -> None:
-    """Create `location` (a directory or URI) if needed and write and remove a probe file there."""
-    try:
-        fs, root = filesystem_for(location)
-        probe = _join(root, f".probe-{uuid.uuid4().hex}")
-        fs.create_dir(root, recursive=True)
-        with fs.open_output_stream(probe) as stream:
-            stream.write(b"probe")
-        fs.delete_file(probe)
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        raise StoreError(f"{what} {location} is not writable: {_one_line(exc)}") from None
-
-
-def _is_uri(location: str) -> bool:
-    return "://" in location
-
-
-def _join(*parts: str) -> str:
-    return "/".join(p.rstrip("/") if i == 0 else p.strip("/") for i, p in enumerate(parts))
-
-
-def _to_utc_timestamp(column: str, value: Any) -> Optional[dt.datetime]:
-    """Accept an aware datetime or POSIX seconds; a naive datetime is ambiguous, so it is refused."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ValueError(f"column {column!r}: expected a timezone-aware datetime or POSIX seconds, got {value!r}")
-    if isinstance(value, (int, float)):
-        return dt.datetime.fromtimestamp(float(value), tz=dt.timezone.utc)
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
-            raise ValueError(
-                f"column {column!r}: naive datetime {value!r}; pass a timezone-aware datetime "
-                "(e.g. datetime.now(timezone.utc)) or POSIX seconds"
-            )
-        return value.astimezone(dt.timezone.utc)
-    raise ValueError(f"column {column!r}: expected a timezone-aware datetime or POSIX seconds, got {value!r}")
-
-
-def _build_table(table: str, rows: List[Dict[str, Any]]) -> pa.Table:
-    """Rows -> a table with exactly `SCHEMAS[table]`; every problem is a ValueError naming the column."""
-    schema = SCHEMAS[table]
-    names = set(schema.names)
-    for i, row in enumerate(rows):
-        unknown = sorted(set(row) - names)
-        if unknown:
-            raise ValueError(
-                f"{table} row {i}: unknown column(s) {', '.join(unknown)}; valid columns: {', '.join(schema.names)}"
-            )
-        missing = sorted(f.name for f in schema if not f.nullable and row.get(f.name) is None)
-        if missing:
-            raise ValueError(f"{table} row {i}: missing required column(s) {', '.join(missing)}")
-    arrays = []
-    for f in schema:
-        values = [row.get(f.name) for row in rows]
-        if pa.types.is_timestamp(f.type):
-            values = [_to_utc_timestamp(f.name, v) for v in values]
-        elif pa.types.is_integer(f.type) or pa.types.is_floating(f.type):
-            bad = [v for v in values if isinstance(v, bool)]
-            if bad:
-                raise ValueError(f"{table} column {f.name!r}: expected a number, got bool {bad[0]!r}")
-        try:
-            arrays.append(pa.array(values, type=f.type))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
-            raise ValueError(f"{table} column {f.name!r} ({f.type}): {exc}") from None
-        if f.name in _FRACTION_COLUMNS:
-            out_of_range = [v for v in values if v is not None and not math.isnan(v) and not 0.0 <= v <= 1.0]
-            if out_of_range:
-                raise ValueError(
-                    f"{table} column {f.name!r}: accuracy must be a fraction in [0, 1], got {out_of_range[0]!r}"
-                )
-    return pa.Table.from_arrays(arrays, schema=schema)
+T = TypeVar("T")
+R = TypeVar("R")
+QUARANTINE = "_quarantine"
+LOCAL_THREADS = max(1, min(4, os.cpu_count() or 1))
+REMOTE_THREADS = 16  # object stores: hide per-request latency
 
 
 class ResultsStore:
-    """A results store at a local path or a pyarrow filesystem URI (file://, s3://, gs://, ...)."""
+    """A results store at a local path or a pyarrow filesystem URI (file://, s3://, gs://, ...).
+
+    `problems` collects files `read` skipped; `quarantined` one line per file moved aside as unreadable.
+    """
 
     def __init__(self, uri: Union[str, "os.PathLike[str]"]) -> None:
         self.location = os.fspath(uri)
@@ -214,6 +67,7 @@ class ResultsStore:
         self._local = isinstance(self._fs, pafs.LocalFileSystem)
         self._made_dirs: Set[str] = set()
         self.problems: List[str] = []
+        self.quarantined: List[str] = []
 
     def __str__(self) -> str:
         return self.location
@@ -224,13 +78,19 @@ class ResultsStore:
     def table_path(self, table: str) -> str:
         if table not in TABLES:
             raise ValueError(f"unknown table {table!r}; valid tables: {', '.join(TABLES)}")
-        return _join(self._root, table)
+        return join(self._root, table)
 
     # ----------------------------------------------------------------- writing
 
     def check_writable(self) -> None:
-        """Fail early, before a sweep spends hours, if results could not be saved."""
-        check_writable(self.location, "store")
+        """Fail early, before a sweep spends hours, if results could not be saved: the root and every table."""
+        _check_location(self.location, "store")
+        for table in TABLES:
+            try:
+                probe_directory(self._fs, self.table_path(table))
+            except (OSError, ValueError, pa.ArrowException) as exc:
+                raise StoreError(f"store {self.location}: table directory {join(self.location, table)} "
+                                 f"is not writable: {one_line(exc)}") from None
 
     def write_trial(self, trial: Dict[str, Any], epochs: Iterable[Dict[str, Any]],
                     layers: Iterable[Dict[str, Any]]) -> None:
@@ -238,10 +98,11 @@ class ResultsStore:
 
         The trials file is removed first and written last, so a crash between
         the writes leaves the trial unfinished (it reruns) rather than finished
-        with stale epochs or layers.
+        with stale epochs or layers. A trial already compacted is first taken
+        out of its group (the group is rewritten without it).
         """
         trial_id = trial.get("trial_id")
-        if not isinstance(trial_id, str) or not _SAFE_TRIAL_ID.match(trial_id):
+        if not isinstance(trial_id, str) or not SAFE_TRIAL_ID.match(trial_id):
             raise ValueError(
                 f"trial_id must be a non-empty string of letters, digits, '_', '.', '-' "
                 f"not starting with '.' or '_', got {trial_id!r}"
@@ -258,54 +119,29 @@ class ResultsStore:
                         f"{table} row has trial_id {row['trial_id']!r}, but the trial is {trial_id!r}"
                     )
                 filled.append({**row, "trial_id": trial_id})
-            children[table] = _build_table(table, filled)
-        trials_table = _build_table("trials", [trial])
+            children[table] = build_table(table, filled)
+        trials_table = build_table("trials", [trial])
+        if not children["layers"].num_rows:
+            raise ValueError(f"trial {trial_id} has no layers rows; a stored trial has at least one prunable layer")
 
-        self._delete_if_exists(self._file_path("trials", trial_id))
+        roll_forward(self)
+        if compaction.groups_holding(self, trial_id):
+            with exclusive(self):
+                holding = compaction.groups_holding(self, trial_id)
+                compaction.evict(self, {group: {trial_id} for group in holding})
+        self._delete(self._file_path("trials", trial_id))
         for table in ("epochs", "layers"):
             if children[table].num_rows:
-                self._write_file(table, trial_id, children[table])
+                self._put(self._file_path(table, trial_id), to_parquet_bytes(children[table]))
             else:
-                self._delete_if_exists(self._file_path(table, trial_id))
-        self._write_file("trials", trial_id, trials_table)
+                self._delete(self._file_path(table, trial_id))
+        self._put(self._file_path("trials", trial_id), to_parquet_bytes(trials_table))
 
-    def _file_path(self, table: str, trial_id: str) -> str:
-        return _join(self.table_path(table), trial_id + SUFFIX)
+    def compact(self, rows_per_part: int = compaction.DEFAULT_ROWS_PER_PART) -> "compaction.CompactionReport":
+        """Merge finished per-trial files into parts of at most `rows_per_part` rows per table (see compaction.py)."""
+        return compaction.compact(self, rows_per_part)
 
-    def _write_file(self, table: str, trial_id: str, data: pa.Table) -> None:
-        directory = self.table_path(table)
-        target = self._file_path(table, trial_id)
-        try:
-            if directory not in self._made_dirs:
-                self._fs.create_dir(directory, recursive=True)
-                self._made_dirs.add(directory)
-            if self._local:
-                temp = _join(directory, f".tmp-{trial_id}-{uuid.uuid4().hex[:8]}{SUFFIX}")
-                try:
-                    pq.write_table(data, temp, filesystem=self._fs)
-                    self._fs.move(temp, target)  # rename(2): atomic replace on POSIX
-                except BaseException:
-                    self._delete_if_exists(temp)
-                    raise
-            else:
-                # Serialise first, then one put: a failed write never closes (and so publishes) a partial object.
-                buffer = pa.BufferOutputStream()
-                pq.write_table(data, buffer)
-                with self._fs.open_output_stream(target) as stream:
-                    stream.write(buffer.getvalue())
-        except (OSError, pa.ArrowException) as exc:
-            raise StoreError(f"store {self.location}: cannot write {table}/{trial_id}{SUFFIX}: "
-                             f"{_one_line(exc)}") from None
-
-    def _delete_if_exists(self, path: str) -> None:
-        try:
-            self._fs.delete_file(path)
-        except FileNotFoundError:
-            pass
-        except (OSError, pa.ArrowException) as exc:
-            raise StoreError(f"store {self.location}: cannot write {path}: {_one_line(exc)}") from None
-
-    # ----------------------------------------------------------------- reading
+    # ----------------------------------------------------------------- knowing what is done
 
     def exists(self) -> bool:
         """Whether the store's root directory exists (an object-store prefix may exist only implicitly)."""
@@ -314,86 +150,205 @@ class ResultsStore:
         except (OSError, pa.ArrowException):
             return False
 
-    def _list(self, table: str) -> List[pafs.FileInfo]:
-        """Visible files of a table, sorted by name; hidden ('.', '_') files are in-flight temps or metadata."""
-        selector = pafs.FileSelector(self.table_path(table), allow_not_found=True, recursive=False)
-        try:
-            infos = self._fs.get_file_info(selector)
-        except (OSError, pa.ArrowException) as exc:
-            raise StoreError(f"store {self.location}: cannot list {table}: {_one_line(exc)}") from None
-        visible = [i for i in infos if i.type == pafs.FileType.File and not i.base_name.startswith((".", "_"))]
-        return sorted(visible, key=lambda i: i.base_name)
-
     def has_trial(self, trial_id: str) -> bool:
-        """Whether this one trial is finished (its trials file exists): one stat, no listing."""
-        try:
-            info = self._fs.get_file_info(_join(self.table_path("trials"), trial_id + SUFFIX))
-        except (OSError, pa.ArrowException):
+        """Whether this one trial is finished: its per-trial footers, or a readable compacted group holding it."""
+        if not isinstance(trial_id, str) or not SAFE_TRIAL_ID.match(trial_id):
             return False
-        return info.type == pafs.FileType.File
+        for attempt in range(ATTEMPTS):
+            roll_forward(self)
+            paths = {table: (self._file_path(table, trial_id), None) for table in TABLES}
+            files = check_trials(self, {trial_id: paths})[trial_id]
+            bad = files.problems()
+            if bad:
+                quarantine_trial(self, trial_id, files.paths, bad)
+                return False
+            if files.state("trials") == OK:
+                return files.done()
+            if attempt + 1 < ATTEMPTS and journal_names(self):
+                continue  # a compaction is moving files: look again once it is through
+            break
+        groups = scan_groups(self)
+        quarantine(self, Scan({}, groups))
+        return trial_id in groups.finished()
 
     def finished_ids(self) -> Set[str]:
-        """Trials whose commit marker (the trials file) exists; from the listing alone."""
-        return {i.base_name[: -len(SUFFIX)] for i in self._list("trials") if i.base_name.endswith(SUFFIX)}
+        """Trials whose rows are readable in all three tables; unreadable files are moved aside (`quarantined`)."""
+        return scan(self).finished()
 
-    def read(self, table: str) -> pd.DataFrame:
-        """The whole table as a DataFrame; unreadable or foreign files are skipped and named in `problems`."""
-        files = self._list(table)  # validates the table name
-        schema = SCHEMAS[table]
-        workers = 1 if self._local or len(files) < 8 else 16  # object stores: hide per-request latency
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(lambda info: self._read_file(table, info), files))
+    # ----------------------------------------------------------------- reading
+
+    def read(self, table: str, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
+        """The whole table (or some `columns` of it) as a DataFrame: per-trial files and compacted parts.
+
+        Unreadable or foreign files are skipped, named in `problems` and warned about.
+        """
+        self.table_path(table)  # validates the name
+        wanted = check_columns(table, columns)
+        try:
+            roll_forward(self)
+        except StoreError as exc:  # a read-only copy of a store: read what is visible, which is never doubled
+            self._problem(f"{exc}; reading what is visible")
+        # Parts before per-trial files: a compaction deletes per-trial files before its parts appear, so a
+        # trial's rows can be missed for a moment but never read twice.
+        parts = [i for i in self._listdir(join(self.table_path(table), COMPACTED)) if _visible_file(i)]
+        files = parts + self._list(table)
+        big = {i.path for i in parts}
+        results = self._map(lambda info: self._read_file(table, info, wanted, info.path in big), files)
         tables = []
         for info, (data, problem) in zip(files, results):
             if problem is not None:
-                message = f"store {self.location}: skipped {table}/{info.base_name}: {problem}"
-                self.problems.append(message)
-                warnings.warn(message, stacklevel=2)
+                self._problem(f"store {self.location}: skipped {self._rel(info.path)}: {problem}")
             elif data is not None:
                 tables.append(data)
-        combined = pa.concat_tables(tables) if tables else schema.empty_table()
-        return combined.to_pandas()
+        if not tables:
+            return SCHEMAS[table].empty_table().select(wanted).to_pandas()
+        return pa.concat_tables(tables).to_pandas()
 
-    def _read_file(self, table: str, info: pafs.FileInfo) -> Tuple[Optional[pa.Table], Optional[str]]:
+    def _read_file(self, table: str, info: pafs.FileInfo, columns: List[str],
+                   big: bool) -> Tuple[Optional[pa.Table], Optional[str]]:
         if not info.base_name.endswith(SUFFIX):
             return None, f"not a {SUFFIX} file"
         try:
-            data = pq.read_table(info.path, filesystem=self._fs)
+            with self._fs.open_input_file(info.path) as f:
+                parquet = pq.ParquetFile(f)
+                problem = footer_problem(table, parquet.metadata)
+                if problem:
+                    return None, problem
+                present = set(parquet.schema_arrow.names)
+                data = parquet.read(columns=[c for c in columns if c in present], use_threads=big)
+        except FileNotFoundError:
+            return None, None  # compacted or rewritten since the listing
         except (OSError, pa.ArrowException) as exc:
-            return None, f"unreadable ({_one_line(exc)})"
-        return _conform(table, data)
+            return None, f"unreadable ({one_line(exc)})"
+        return conform(table, data, columns)
+
+    def _problem(self, message: str) -> None:
+        self.problems.append(message)
+        warnings.warn(message, stacklevel=3)
+
+    # ----------------------------------------------------------------- paths and file operations
+    # Every change to the store goes through _put, _delete and _move (tests inject crashes there).
+
+    def _file_path(self, table: str, trial_id: str) -> str:
+        return join(self.table_path(table), trial_id + SUFFIX)
+
+    def _part_path(self, table: str, group: str, hidden: bool = False) -> str:
+        return join(self.table_path(table), COMPACTED, ("." if hidden else "") + group + SUFFIX)
+
+    def _rel(self, path: str) -> str:
+        prefix = self._root.rstrip("/") + "/"
+        return path[len(prefix):] if path.startswith(prefix) else path
+
+    def _abs(self, rel: str) -> str:
+        return join(self._root, rel)
+
+    def _mkdir(self, directory: str) -> None:
+        if directory in self._made_dirs:
+            return
+        try:
+            self._fs.create_dir(directory, recursive=True)
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(f"store {self.location}: cannot create {self._rel(directory)}: {one_line(exc)}") from None
+        self._made_dirs.add(directory)
+
+    def _put(self, path: str, data: bytes) -> None:
+        """Atomically create or replace one file: temp file and rename locally, one put on object stores."""
+        directory, name = path.rsplit("/", 1)
+        try:
+            self._mkdir(directory)
+            if self._local:
+                temp = join(directory, f".tmp-{uuid.uuid4().hex[:8]}-{name}")
+                try:
+                    with self._fs.open_output_stream(temp) as stream:
+                        stream.write(data)
+                    self._fs.move(temp, path)  # rename(2): atomic replace on POSIX
+                except BaseException:
+                    self._delete(temp)
+                    raise
+            else:
+                with self._fs.open_output_stream(path) as stream:
+                    stream.write(data)
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(f"store {self.location}: cannot write {self._rel(path)}: {one_line(exc)}") from None
+
+    def _delete(self, path: str) -> None:
+        try:
+            self._fs.delete_file(path)
+        except FileNotFoundError:
+            pass
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(f"store {self.location}: cannot write {self._rel(path)}: {one_line(exc)}") from None
+
+    def _move(self, source: str, target: str) -> None:
+        """Rename (an atomic replace locally); FileNotFoundError when `source` is gone."""
+        try:
+            self._fs.move(source, target)
+        except FileNotFoundError:
+            raise
+        except (OSError, pa.ArrowException) as exc:
+            if not self._is_file(source):
+                raise FileNotFoundError(source) from None
+            raise StoreError(f"store {self.location}: cannot move {self._rel(source)} to {self._rel(target)}: "
+                             f"{one_line(exc)}") from None
+
+    def _move_aside(self, path: str, reason: str, unreadable: bool) -> None:
+        """Move a file to <store>/_quarantine/<table>/<name>.<UTC timestamp> and record one line about it."""
+        rel = self._rel(path)
+        first, name = rel.split("/", 1)[0], rel.rsplit("/", 1)[-1]
+        directory = join(self._root, QUARANTINE, first) if first in TABLES else join(self._root, QUARANTINE)
+        target = join(directory, f"{name}.{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}")
+        if self._is_file(target):
+            target += f"-{uuid.uuid4().hex[:6]}"
+        if not self._is_file(path):
+            return
+        self._mkdir(directory)
+        try:
+            self._move(path, target)
+        except FileNotFoundError:
+            return  # moved or replaced by another process meanwhile
+        self.quarantined.append(f"moved {'unreadable ' if unreadable else ''}{rel} to {self._rel(target)} ({reason})")
+
+    def _is_file(self, path: str) -> bool:
+        try:
+            return self._fs.get_file_info(path).type == pafs.FileType.File
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(f"store {self.location}: cannot read {self._rel(path)}: {one_line(exc)}") from None
+
+    def _listdir(self, directory: str) -> List[pafs.FileInfo]:
+        selector = pafs.FileSelector(directory, allow_not_found=True, recursive=False)
+        try:
+            return self._fs.get_file_info(selector)
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(f"store {self.location}: cannot list {self._rel(directory)}: {one_line(exc)}") from None
+
+    def _list(self, table: str) -> List[pafs.FileInfo]:
+        """Visible files of a table directory, sorted by name (not its compacted parts)."""
+        return sorted((i for i in self._listdir(self.table_path(table)) if _visible_file(i)), key=lambda i: i.base_name)
+
+    def _list_trial_files(self, table: str) -> Dict[str, pafs.FileInfo]:
+        """Per-trial files of a table by trial id."""
+        return {i.base_name[: -len(SUFFIX)]: i for i in self._list(table) if i.base_name.endswith(SUFFIX)}
+
+    def _list_parts(self, table: str) -> Dict[str, pafs.FileInfo]:
+        """Visible compacted parts of a table by group name ("part-<uuid>")."""
+        infos = self._listdir(join(self.table_path(table), COMPACTED))
+        return {i.base_name[: -len(SUFFIX)]: i for i in infos
+                if _visible_file(i) and i.base_name.startswith("part-") and i.base_name.endswith(SUFFIX)}
+
+    def _map(self, fn: Callable[[T], R], items: Iterable[T]) -> List[R]:
+        """fn over items in threads (footers and small files: I/O and Arrow release the GIL)."""
+        items = list(items)
+        workers = min(len(items), LOCAL_THREADS if self._local else REMOTE_THREADS)
+        if workers < 2:
+            return [fn(item) for item in items]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(fn, items))
 
 
-def _conform(table: str, data: pa.Table) -> Tuple[Optional[pa.Table], Optional[str]]:
-    """Match a file to the table's schema: same names and types; absent nullable columns become null."""
-    schema = SCHEMAS[table]
-    present = {f.name: f for f in data.schema}
-    unexpected = sorted(set(present) - set(schema.names))
-    missing = [f.name for f in schema if f.name not in present and not f.nullable]
-    wrong_type = [f"{f.name} is {present[f.name].type}, expected {f.type}"
-                  for f in schema if f.name in present and present[f.name].type != f.type]
-    if unexpected or missing or wrong_type:
-        reasons = []
-        if missing:
-            reasons.append("missing columns " + ", ".join(missing))
-        if unexpected:
-            reasons.append("unexpected columns " + ", ".join(unexpected))
-        reasons.extend(wrong_type)
-        return None, f"not a {table} file ({'; '.join(reasons)})"
-    columns = []
-    for f in schema:
-        column = data.column(f.name) if f.name in present else pa.nulls(data.num_rows, f.type)
-        if not f.nullable and column.null_count:
-            return None, f"column {f.name} has {column.null_count} null value(s)"
-        columns.append(column)
-    return pa.Table.from_arrays(columns, schema=schema), None
+def _visible_file(info: pafs.FileInfo) -> bool:
+    return info.type == pafs.FileType.File and not info.base_name.startswith((".", "_"))
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def read_table(uri: Union[str, "os.PathLike[str]"], table: str) -> pd.DataFrame:
+def read_table(uri: Union[str, "os.PathLike[str]"], table: str, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
     """One table of the store at `uri` as a DataFrame (problems are warned about)."""
-    return ResultsStore(uri).read(table)
+    return ResultsStore(uri).read(table, columns)

@@ -4,6 +4,10 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import re
+import shutil
+import subprocess
+import sys
 
 import pandas as pd
 import pyarrow as pa
@@ -242,10 +246,12 @@ def test_a_path_under_a_regular_file_is_not_writable(tmp_path):
         store.write_trial(trial_row(), epoch_rows(), layer_rows())
 
 
-def test_check_writable_creates_the_store_and_leaves_nothing_behind(tmp_path):
+def test_check_writable_creates_the_store_and_its_tables_and_leaves_no_probe_behind(tmp_path):
     store = ResultsStore(tmp_path / "new" / "results")
     store.check_writable()
-    assert os.listdir(tmp_path / "new" / "results") == []
+    assert sorted(os.listdir(tmp_path / "new" / "results")) == ["epochs", "layers", "trials"]
+    for table in TABLES:
+        assert os.listdir(tmp_path / "new" / "results" / table) == []
     assert str(store) == str(tmp_path / "new" / "results")
 
 
@@ -275,3 +281,437 @@ def test_object_store_path_writes_single_objects():
     assert trials["final_top1"].tolist() == [0.6, 0.9134]
     assert store.finished_ids() == {"t1", "t2"}
     assert len(store.read("layers")) == 4
+
+
+# ----------------------------------------------------------------- knowing what is done, quarantine
+
+STAMP = r"\d{8}T\d{6}Z"
+
+
+def write_trials(store, ids, epochs=2):
+    for trial_id in ids:
+        store.write_trial(trial_row(trial_id, epochs=epochs), epoch_rows(epochs), layer_rows())
+
+
+def damage(path, how):
+    data = path.read_bytes()
+    path.write_bytes({"truncated": data[: len(data) // 2], "zero bytes": b"", "garbage": b"not parquet " * 40}[how])
+
+
+def ids_in(directory):
+    return sorted(pd.read_parquet(directory)["trial_id"].unique())
+
+
+@pytest.mark.parametrize("how", ["truncated", "zero bytes", "garbage"])
+@pytest.mark.parametrize("table", TABLES)
+def test_an_unreadable_file_in_any_table_makes_its_trial_not_done_and_is_moved_aside(store, tmp_path, table, how):
+    root = tmp_path / "results"
+    write_trials(store, ["good", "bad"])
+    store.write_trial(trial_row("pruned", epochs=0, final_top1=None), [], layer_rows())  # no epochs file at all
+    damage(root / table / "bad.parquet", how)
+
+    assert store.finished_ids() == {"good", "pruned"}
+
+    assert len(store.quarantined) == 3
+    by_file = {line.split(" to ")[0].split()[-1]: line for line in store.quarantined}
+    assert re.fullmatch(rf"moved unreadable {table}/bad\.parquet to _quarantine/{table}/bad\.parquet\.{STAMP} "
+                        r"\(unreadable \(.+\)\)", by_file[f"{table}/bad.parquet"])
+    for other in set(TABLES) - {table}:
+        assert re.fullmatch(rf"moved {other}/bad\.parquet to _quarantine/{other}/bad\.parquet\.{STAMP} "
+                            rf"\(trial bad has an unreadable {table} file\)", by_file[f"{other}/bad.parquet"])
+    for t in TABLES:
+        assert [p.name.split(".parquet.")[0] for p in (root / "_quarantine" / t).iterdir()] == ["bad"]
+    # pandas and the store now see only the trials that are done, and the quarantine is invisible to pandas.
+    assert ids_in(root / "trials") == ["good", "pruned"]
+    assert ids_in(root / "epochs") == ["good"]
+    assert ids_in(root / "layers") == ["good", "pruned"]
+    assert store.read("trials")["trial_id"].tolist() == ["good", "pruned"] and store.problems == []
+    # A rerun writes a fresh consistent set: the trial is done once.
+    write_trials(store, ["bad"])
+    assert ResultsStore(root).finished_ids() == {"good", "bad", "pruned"}
+    assert sorted(pd.read_parquet(root / "trials")["trial_id"]) == ["bad", "good", "pruned"]
+    assert len(pd.read_parquet(root / "epochs")) == 4
+
+
+def test_has_trial_uses_the_same_rule_and_moves_the_unreadable_trial_aside(store, tmp_path):
+    root = tmp_path / "results"
+    write_trials(store, ["good", "bad"])
+    damage(root / "layers" / "bad.parquet", "truncated")
+    assert store.has_trial("good") is True
+    assert store.has_trial("bad") is False
+    assert sorted(line.split()[1] if line.split()[1] != "unreadable" else line.split()[2]
+                  for line in store.quarantined) == ["epochs/bad.parquet", "layers/bad.parquet", "trials/bad.parquet"]
+    assert sorted(os.listdir(root / "trials")) == ["good.parquet"]
+    assert store.has_trial("never-written") is False and store.has_trial("../escape") is False
+
+
+def test_a_missing_file_makes_a_trial_not_done_but_moves_nothing(store, tmp_path):
+    root = tmp_path / "results"
+    write_trials(store, ["t1", "t2", "t3"])
+    (root / "layers" / "t2.parquet").unlink()  # a layers file is always written for a stored trial
+    (root / "trials" / "t3.parquet").unlink()  # a write that has not reached its commit marker yet
+    assert store.finished_ids() == {"t1"}
+    assert store.has_trial("t2") is False and store.has_trial("t3") is False
+    assert store.quarantined == []
+    assert sorted(os.listdir(root / "epochs")) == ["t1.parquet", "t2.parquet", "t3.parquet"]
+
+
+def test_a_file_of_another_schema_or_row_count_is_not_a_finished_trial(store, tmp_path):
+    root = tmp_path / "results"
+    write_trials(store, ["good"])
+    pq.write_table(pa.table({"trial_id": ["foreign"], "accuracy": [0.5]}), root / "trials" / "foreign.parquet")
+    two_rows = pa.concat_tables([pq.read_table(root / "trials" / "good.parquet")] * 2)
+    pq.write_table(two_rows.set_column(0, "trial_id", pa.array(["twice"] * 2)), root / "trials" / "twice.parquet")
+    assert store.finished_ids() == {"good"}
+    reasons = sorted(line.split(" (", 1)[1] for line in store.quarantined)
+    assert reasons == ["holds 2 rows; a trial's trials file holds 1)",
+                       "not a trials file (missing columns sweep, model, dataset, algorithm, log10_compression, "
+                       "compression, seed, iterations, schedule, scope, prune_mode, levels, examples_per_class, "
+                       "prunable_params, prunable_layers, remaining_params, density, collapsed, prune_passes, "
+                       "prune_seconds, dense_flops, remaining_flops, epochs, train_seconds, status, started_at, "
+                       "finished_at, host, cpus, gpus, torch_version, project_version, config; unexpected columns "
+                       "accuracy))"]
+
+
+def test_a_trial_without_layers_rows_is_refused(store):
+    with pytest.raises(ValueError, match="trial t1 has no layers rows"):
+        store.write_trial(trial_row("t1"), epoch_rows(), [])
+    assert store.finished_ids() == set()
+
+
+# ----------------------------------------------------------------- compaction
+
+def make_store(root, ids, pruned=()):
+    store = ResultsStore(root)
+    write_trials(store, ids)
+    for trial_id in pruned:
+        store.write_trial(trial_row(trial_id, epochs=0, final_top1=None), [], layer_rows())
+    return store
+
+
+def assert_each_trial_once(root, ids, pruned=()):
+    """pandas and a fresh store agree: every trial once, with exactly its rows."""
+    everything = sorted([*ids, *pruned])
+    fresh = ResultsStore(root)
+    assert fresh.finished_ids() == set(everything)
+    for frame in (pd.read_parquet(root / "trials"), fresh.read("trials")):
+        assert sorted(frame["trial_id"]) == everything
+    for frame in (pd.read_parquet(root / "epochs"), fresh.read("epochs")):
+        assert sorted(frame["trial_id"]) == sorted([i for i in ids for _ in range(2)])
+        assert not frame.duplicated(["trial_id", "epoch"]).any()
+    for frame in (pd.read_parquet(root / "layers"), fresh.read("layers")):
+        assert sorted(frame["trial_id"]) == sorted([i for i in everything for _ in range(2)])
+    assert fresh.problems == [] and fresh.quarantined == []
+
+
+def test_compaction_keeps_every_row_once_in_a_few_parts(tmp_path):
+    root = tmp_path / "results"
+    ids = [f"t{i}" for i in range(7)]
+    store = make_store(root, ids, pruned=["p0"])
+
+    report = store.compact(rows_per_part=6)  # epochs: 2 rows a trial, so at most 3 trials a group
+
+    assert report.trials == 8 and report.already_compacted == 0
+    groups = [path for path, _ in report.parts if path.startswith("trials/")]
+    assert len(groups) == 3
+    assert sum(rows for path, rows in report.parts if path.startswith("epochs/")) == 14
+    assert all(rows <= 6 for _, rows in report.parts)
+    for table in TABLES:
+        assert [p.name for p in (root / table).iterdir()] == ["compacted"]
+        assert len(os.listdir(root / table / "compacted")) == 3
+    assert not any(name.startswith("_compaction-") for name in os.listdir(root))
+    assert_each_trial_once(root, ids, ["p0"])
+    assert all(store.has_trial(t) for t in [*ids, "p0"]) and not store.has_trial("t7")
+    assert report.lines()[0].startswith("compacted 8 trials into 3 group(s) of parts in ")
+
+    again = store.compact()
+    assert again.trials == 0 and again.already_compacted == 8 and again.parts == []
+    write_trials(store, ["t7", "t8"])
+    assert store.compact().trials == 2
+    assert_each_trial_once(root, [*ids, "t7", "t8"], ["p0"])
+
+
+def test_rewriting_a_compacted_trial_replaces_it(tmp_path):
+    root = tmp_path / "results"
+    store = make_store(root, ["t1", "t2", "t3"])
+    store.compact()
+    store.write_trial(trial_row("t2", final_top1=0.25), epoch_rows(), layer_rows())
+    trials = pd.read_parquet(root / "trials").set_index("trial_id")
+    assert sorted(trials.index) == ["t1", "t2", "t3"]
+    assert trials.loc["t2", "final_top1"] == 0.25 and trials.loc["t1", "final_top1"] == 0.9134
+    assert (root / "trials" / "t2.parquet").is_file()
+    assert_each_trial_once(root, ["t1", "t2", "t3"])
+
+
+def test_a_trial_both_compacted_and_in_per_trial_files_is_kept_once_by_the_next_compaction(tmp_path):
+    root = tmp_path / "results"
+    store = make_store(root, ["t1", "t2"])
+    saved = {table: (root / table / "t1.parquet").read_bytes() for table in TABLES}
+    store.compact()
+    for table in ("epochs", "layers", "trials"):  # as if a rewrite of t1 had raced the compaction
+        (root / table / "t1.parquet").write_bytes(saved[table])
+    assert len(pd.read_parquet(root / "trials")) == 3 and store.finished_ids() == {"t1", "t2"}
+
+    report = store.compact()
+
+    assert (report.evicted, report.trials, report.already_compacted) == (1, 1, 1)
+    assert_each_trial_once(root, ["t1", "t2"])
+    # Rewriting the only trial of a group removes the group.
+    single = make_store(tmp_path / "single", ["s1"])
+    single.compact()
+    single.write_trial(trial_row("s1", final_top1=0.5), epoch_rows(), layer_rows())
+    assert [os.listdir(tmp_path / "single" / t / "compacted") for t in TABLES] == [[], [], []]
+    assert_each_trial_once(tmp_path / "single", ["s1"])
+
+
+def test_compaction_leaves_unreadable_and_unfinished_trials_to_their_rules(tmp_path):
+    root = tmp_path / "results"
+    store = make_store(root, ["t1", "t2", "t3", "t4"])
+    damage(root / "epochs" / "t2.parquet", "truncated")
+    (root / "trials" / "t3.parquet").unlink()  # still being written
+
+    report = store.compact()
+
+    assert report.trials == 2
+    assert ResultsStore(root).finished_ids() == {"t1", "t4"}
+    assert sorted(os.listdir(root / "epochs")) == ["compacted", "t3.parquet"]
+    assert sorted(os.listdir(root / "_quarantine" / "epochs"))[0].startswith("t2.parquet.")
+    assert len(store.quarantined) == 3 and ids_in(root / "trials") == ["t1", "t4"]
+
+
+def test_a_damaged_compacted_part_moves_its_whole_group_aside(tmp_path):
+    root = tmp_path / "results"
+    store = make_store(root, ["t1", "t2", "t3", "t4"])
+    store.compact(rows_per_part=4)  # two groups of two
+    first = sorted(os.listdir(root / "layers" / "compacted"))[0]
+    in_first = sorted(pd.read_parquet(root / "layers" / "compacted" / first)["trial_id"].unique())
+    damage(root / "layers" / "compacted" / first, "garbage")
+
+    fresh = ResultsStore(root)
+    kept = {"t1", "t2", "t3", "t4"} - set(in_first)
+    assert fresh.finished_ids() == kept
+    assert len(fresh.quarantined) == 3
+    assert re.fullmatch(rf"moved unreadable layers/compacted/{first} to _quarantine/layers/{first}\.{STAMP} "
+                        r"\(compacted group part-\w+: its layers part is unreadable \(.+\)\)",
+                        [line for line in fresh.quarantined if "unreadable" in line.split(" to ")[0]][0])
+    assert ids_in(root / "trials") == sorted(kept) and ids_in(root / "epochs") == sorted(kept)
+    assert not fresh.has_trial(in_first[0])
+    write_trials(fresh, in_first)  # the rerun
+    assert_each_trial_once(root, ["t1", "t2", "t3", "t4"])
+
+
+def test_a_lone_part_without_its_trials_part_is_moved_aside(tmp_path):
+    root = tmp_path / "results"
+    store = make_store(root, ["t1", "t2"])
+    store.compact()
+    part = os.listdir(root / "trials" / "compacted")[0]
+    (root / "trials" / "compacted" / part).unlink()
+    assert store.finished_ids() == set()
+    assert sorted(line.split(" to ")[0] for line in store.quarantined) == [
+        f"moved epochs/compacted/{part}", f"moved layers/compacted/{part}"]
+    write_trials(store, ["t1", "t2"])
+    assert_each_trial_once(root, ["t1", "t2"])
+
+
+class Crash(BaseException):
+    """The process dies here (a BaseException: nothing in the store catches it)."""
+
+
+def crash_at(store, step):
+    """Make the store's `step`-th change (a put, delete or move) kill it; returns the log of changes made."""
+    log = []
+    store._map = lambda fn, items: [fn(item) for item in items]  # one change at a time: a deterministic order
+    for name in ("_put", "_delete", "_move"):
+        def change(*args, _real=getattr(store, name), _name=name):
+            if len(log) == step:
+                raise Crash(f"{_name} {store._rel(args[0])}")
+            log.append(f"{_name} {store._rel(args[0])}")
+            return _real(*args)
+        setattr(store, name, change)
+    return log
+
+
+def assert_no_row_twice(root):
+    for table, key in (("trials", []), ("epochs", ["epoch"]), ("layers", ["layer_index"])):
+        frame = pd.read_parquet(root / table)
+        if len(frame):
+            assert not frame.duplicated(["trial_id", *key]).any(), table
+
+
+def test_compaction_killed_at_every_step_recovers_with_every_trial_once(tmp_path):
+    ids, pruned = ["t1", "t2", "t3"], ["p0"]
+    template = tmp_path / "template"
+    make_store(template, ids, pruned)
+    probe = tmp_path / "probe"
+    shutil.copytree(template, probe)
+    store = ResultsStore(probe)
+    log = crash_at(store, -1)
+    store.compact(rows_per_part=4)  # two groups: p0, t1 and t2, t3
+    kinds = [entry.split()[0] for entry in log]
+    assert kinds.count("_move") == 6 and kinds.count("_put") == 8  # 3 parts + 1 journal a group
+
+    for step, interrupted in enumerate(log):
+        root = tmp_path / f"crash-{step}"
+        shutil.copytree(template, root)
+        store = ResultsStore(root)
+        crash_at(store, step)
+        with pytest.raises(Crash):
+            store.compact(rows_per_part=4)
+        try:
+            assert_no_row_twice(root)  # what pandas sees at the moment of the crash
+            assert_each_trial_once(root, ids, pruned)  # a fresh store finishes the journal first
+            assert not [n for n in os.listdir(root) if n.startswith("_compaction-")]
+            ResultsStore(root).compact(rows_per_part=4)
+            assert_each_trial_once(root, ids, pruned)
+            assert os.listdir(root / "trials") == ["compacted"]
+        except AssertionError as exc:
+            raise AssertionError(f"killed before step {step} ({interrupted}): {exc}") from None
+
+
+def test_a_read_after_a_crash_between_deleting_and_publishing_sees_every_trial(tmp_path):
+    root = tmp_path / "results"
+    make_store(root, ["t1", "t2"])
+    store = ResultsStore(root)
+    log = crash_at(store, 3 + 1 + 6)  # after the 3 hidden parts, the journal and the 6 per-trial deletes
+    with pytest.raises(Crash, match="_move epochs/compacted/.part-"):
+        store.compact()
+    assert log[-1].startswith("_delete layers/") and len(log) == 10
+    assert pd.read_parquet(root / "trials").empty  # absent for a moment, never twice
+    assert sorted(ResultsStore(root).read("trials")["trial_id"]) == ["t1", "t2"]  # read rolls forward
+    assert sorted(pd.read_parquet(root / "trials")["trial_id"]) == ["t1", "t2"]
+
+
+def test_rewriting_a_compacted_trial_killed_at_every_step_never_doubles_a_row(tmp_path):
+    template = tmp_path / "template"
+    make_store(template, ["t1", "t2", "t3"]).compact()
+    probe = tmp_path / "probe"
+    shutil.copytree(template, probe)
+    store = ResultsStore(probe)
+    log = crash_at(store, -1)
+    store.write_trial(trial_row("t2", final_top1=0.25), epoch_rows(), layer_rows())
+    assert len(log) == 3 + 1 + 3 + 3 + 1 + 1 + 3  # new parts, journal, 3 deletes, 3 moves, journal, trial files
+
+    for step, interrupted in enumerate(log):
+        root = tmp_path / f"crash-{step}"
+        shutil.copytree(template, root)
+        store = ResultsStore(root)
+        crash_at(store, step)
+        with pytest.raises(Crash):
+            store.write_trial(trial_row("t2", final_top1=0.25), epoch_rows(), layer_rows())
+        assert_no_row_twice(root)
+        fresh = ResultsStore(root)
+        assert fresh.finished_ids() in ({"t1", "t3"}, {"t1", "t2", "t3"}), interrupted
+        assert_no_row_twice(root)
+        fresh.write_trial(trial_row("t2", final_top1=0.25), epoch_rows(), layer_rows())  # the trial reruns
+        assert_each_trial_once(root, ["t1", "t2", "t3"])
+        assert ResultsStore(root).read("trials").set_index("trial_id").loc["t2", "final_top1"] == 0.25
+
+
+def test_an_unreadable_journal_is_moved_aside_and_leftovers_of_crashed_writers_are_removed(tmp_path):
+    root = tmp_path / "results"
+    store = make_store(root, ["t1"])
+    (root / "_compaction-0123.json").write_text('{"version": 1, "delete": [')
+    (root / "trials" / "compacted").mkdir()
+    old, new = root / "trials" / "compacted" / ".part-old.parquet", root / "epochs" / ".tmp-1234-t9.parquet"
+    old.write_bytes(b"x")
+    new.write_bytes(b"x")
+    os.utime(old, (1e9, 1e9))
+    report = store.compact()
+    assert report.trials == 1 and report.removed_leftovers == 1
+    assert not old.exists() and new.exists()
+    assert len(store.quarantined) == 1
+    assert re.fullmatch(rf"moved unreadable _compaction-0123\.json to _quarantine/_compaction-0123\.json\.{STAMP} "
+                        r"\(not a compaction journal this version can apply\)", store.quarantined[0])
+
+
+# ----------------------------------------------------------------- reading, writability, object stores, CLI
+
+def test_read_some_columns_from_per_trial_files_and_parts(tmp_path):
+    root = tmp_path / "results"
+    store = make_store(root, ["t1", "t2"])
+    store.compact()
+    store.write_trial(trial_row("t3", final_top1=0.5), epoch_rows(3), layer_rows())
+
+    epochs = store.read("epochs", columns=["top1", "trial_id"])
+    assert list(epochs.columns) == ["top1", "trial_id"]
+    assert sorted(zip(epochs["trial_id"], epochs["top1"])) == sorted(
+        [(t, r["top1"]) for t in ("t1", "t2") for r in epoch_rows()] + [("t3", r["top1"]) for r in epoch_rows(3)])
+    trials = read_table(root, "trials", columns=["trial_id", "final_top1"])
+    assert sorted(trials.itertuples(index=False)) == [("t1", 0.9134), ("t2", 0.9134), ("t3", 0.5)]
+    assert list(store.read("layers", ["score_sum"]).columns) == ["score_sum"]
+    assert list(ResultsStore(tmp_path / "absent").read("trials", ["seed"]).columns) == ["seed"]
+    with pytest.raises(ValueError, match="unknown epochs column.*accuracy; valid columns: trial_id, epoch"):
+        store.read("epochs", ["trial_id", "accuracy"])
+
+
+def test_a_table_directory_that_cannot_be_written_fails_the_writability_check(tmp_path):
+    root = tmp_path / "results"
+    root.mkdir()
+    (root / "epochs").mkdir()
+    if os.geteuid() == 0:  # root ignores permissions: a regular file where the directory should be
+        (root / "trials").write_text("not a directory")
+    else:
+        (root / "trials").mkdir()
+        (root / "trials").chmod(0o500)
+    store = ResultsStore(root)
+    try:
+        with pytest.raises(StoreError) as raised:
+            store.check_writable()
+    finally:
+        if (root / "trials").is_dir():
+            (root / "trials").chmod(0o700)
+    message = str(raised.value)
+    assert message.startswith(f"store {root}: table directory {root}/trials is not writable: ")
+    assert "\n" not in message
+
+
+def test_object_store_compaction(tmp_path):
+    store = ResultsStore("mock:///bucket/results")
+    for trial_id in ("t1", "t2", "t3"):
+        store.write_trial(trial_row(trial_id), epoch_rows(), layer_rows())
+    report = store.compact()
+    assert report.trials == 3
+    everything = store._fs.get_file_info(pafs.FileSelector("bucket/results", recursive=True))
+    objects = sorted(i.path.split("/", 2)[2] for i in everything if i.type == pafs.FileType.File)
+    assert [o.rsplit("/", 1)[0] for o in objects] == ["epochs/compacted", "layers/compacted", "trials/compacted"]
+    assert store.finished_ids() == {"t1", "t2", "t3"} and store.has_trial("t2")
+    assert sorted(store.read("trials")["trial_id"]) == ["t1", "t2", "t3"] and len(store.read("epochs")) == 6
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "results_store", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_compact_command_prints_what_it_did_and_fails_in_one_line(tmp_path):
+    root = tmp_path / "results"
+    make_store(root, ["t1", "t2"])
+    run = cli("compact", root)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert re.fullmatch(r"compacted 2 trials into 1 group\(s\) of parts in \d+\.\d s; 0 trials were already compacted",
+                        lines[0])
+    assert [re.sub(r"part-\w+", "part-X", line) for line in lines[1:]] == [
+        "  trials/compacted/part-X.parquet  2 rows", "  epochs/compacted/part-X.parquet  4 rows",
+        "  layers/compacted/part-X.parquet  4 rows"]
+    assert_each_trial_once(root, ["t1", "t2"])
+    assert (run.stderr, cli("compact", tmp_path / "absent").stderr) == ("", f"error: store {tmp_path / 'absent'} does not exist\n")
+
+
+@pytest.mark.parametrize("args, error", [
+    (["compact", "{root}", "--rows-per-part", "0"], "error: argument --rows-per-part: expected a positive integer, got '0'"),
+    (["compact"], "error: the following arguments are required: STORE"),
+    ([], "error: the following arguments are required: COMMAND"),
+    (["merge", "{root}"], "error: argument COMMAND: invalid choice: 'merge' (choose from "),
+])
+def test_compact_command_refuses_bad_input_in_one_line(tmp_path, capsys, args, error):
+    from results_store.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main([a.format(root=tmp_path) for a in args])
+    captured = capsys.readouterr()
+    assert (exited.value.code, captured.out) == (2, "")
+    assert captured.err.startswith(error) and captured.err.endswith("\n") and captured.err.count("\n") == 1
