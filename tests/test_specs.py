@@ -1,6 +1,10 @@
-"""Trial descriptions: validation messages and ids that never drift."""
+"""Trial descriptions: validation messages, and ids that never drift."""
+import dataclasses
+import hashlib
+
 import pytest
 
+from orchestrator.grid import PRESETS
 from trainables.specs import DataSpec, ModelSpec, PruneSpec, TrainSpec, TrialSpec
 
 
@@ -9,18 +13,57 @@ def spec(**prune):
                      TrainSpec(epochs=160, lr=0.1, weight_decay=1e-4, lr_drops=(60, 120)), seed=0)
 
 
+# If one of these changes, every existing store re-runs its trials: change ids only on purpose.
+PINNED = {
+    "synflow_1": "a23871c890b15c16",
+    "snip_2.5": "de1a27efb3c04a2e",
+    "mlp": "673f7e44577046ab",
+    "quickstart_first": "32da026f74b019e9",
+}
+# sha256 of the quickstart preset's 100 sorted trial ids, joined by commas (first 16 hex digits).
+PINNED_QUICKSTART = "2d0a14d23e40f89d"
+# The defaults the ids leave out. Changing one would silently change what a stored id means.
+PINNED_DEFAULTS = {
+    DataSpec: {"input_shape": None, "num_classes": None, "size": None},
+    PruneSpec: {"log10_compression": 0.0, "iterations": None, "schedule": "exponential", "scope": "global",
+                "mode": "eval", "prune_bias": False, "prune_batchnorm": False, "prune_residual": False,
+                "examples_per_class": 10, "levels": 0},
+    TrainSpec: {"epochs": 0, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "lr_drops": (),
+                "lr_drop_factor": 0.1, "precision": "auto"},
+    TrialSpec: {"seed": 0},
+}
+
+
 def test_trial_ids_are_pinned():
-    # If one of these changes, every existing store would re-run its trials: change ids only on purpose.
     assert spec(log10_compression=1.0).trial_id == PINNED["synflow_1"]
     assert spec(log10_compression=2.5, algorithm="snip").trial_id == PINNED["snip_2.5"]
     assert TrialSpec(ModelSpec("mlp"), DataSpec("digits"), PruneSpec("random", 0.0), seed=3).trial_id == PINNED["mlp"]
+    quickstart = PRESETS["quickstart"].trials()
+    assert quickstart[0].trial_id == PINNED["quickstart_first"]
+    ids = sorted(t.trial_id for t in quickstart)
+    assert len(ids) == 100
+    assert hashlib.sha256(",".join(ids).encode()).hexdigest()[:16] == PINNED_QUICKSTART
 
 
-PINNED = {
-    "synflow_1": "1cdea69a00460e5d",
-    "snip_2.5": "4162eaedfe05a028",
-    "mlp": "e85b44502476fa7f",
-}
+def test_defaults_left_out_of_the_id_never_change():
+    for cls, pinned in PINNED_DEFAULTS.items():
+        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        assert defaults == pinned, cls.__name__
+    assert TrialSpec.__dataclass_fields__["train"].default_factory() == TrainSpec()
+
+
+def test_a_new_field_with_a_default_leaves_the_id_unchanged():
+    # The next feature adds a field (say an ablation) to a spec: stored trials must keep their ids.
+    AblationPrune = dataclasses.make_dataclass("PruneSpec", [("ablation", str, dataclasses.field(default="none"))],
+                                               bases=(PruneSpec,), frozen=True)
+    AblationTrain = dataclasses.make_dataclass("TrainSpec", [("label_smoothing", float, dataclasses.field(default=0.0))],
+                                               bases=(TrainSpec,), frozen=True)
+    before = spec(log10_compression=1.0)
+    after = dataclasses.replace(before, prune=AblationPrune("synflow", 1.0),
+                                train=AblationTrain(epochs=160, lr=0.1, weight_decay=1e-4, lr_drops=(60, 120)))
+    assert after.trial_id == before.trial_id == PINNED["synflow_1"]
+    # ... and a non-default value of it is a different trial.
+    assert dataclasses.replace(before, prune=AblationPrune("synflow", 1.0, ablation="shuffle")).trial_id != before.trial_id
 
 
 def test_id_ignores_spelling_and_resolves_defaults():
@@ -29,30 +72,49 @@ def test_id_ignores_spelling_and_resolves_defaults():
     assert spec().prune.iterations == 100
     assert PruneSpec("snip").iterations == 1
     assert spec(log10_compression=1.0).trial_id != spec(log10_compression=1.25).trial_id
+    assert TrainSpec(lr=1).lr == 1.0 and isinstance(TrainSpec(lr=1).lr, float)
+    same = TrialSpec(ModelSpec("mlp"), DataSpec("digits"), PruneSpec("snip"), TrainSpec(epochs=2, lr=1))
+    assert same.trial_id == dataclasses.replace(same, train=TrainSpec(epochs=2, lr=1.0)).trial_id
+
+
+def test_auto_precision_is_outside_the_id_and_an_explicit_one_inside():
+    auto = spec(log10_compression=1.0)
+    assert "precision" not in auto.canonical_json()
+    fp32 = dataclasses.replace(auto, train=dataclasses.replace(auto.train, precision="fp32"))
+    assert fp32.trial_id != auto.trial_id and '"precision":"fp32"' in fp32.canonical_json()
 
 
 def test_round_trip_through_dict():
     s = spec(log10_compression=0.75, scope="local")
     assert TrialSpec.from_dict(s.to_dict()) == s
     assert TrialSpec.from_dict(s.to_dict()).trial_id == s.trial_id
+    assert TrialSpec.from_dict(s.identity()) == s  # the id's own form rebuilds the same description
 
 
 @pytest.mark.parametrize("make,needle", [
     (lambda: ModelSpec("vgg17"), "unknown model 'vgg17'; valid models: "),
     (lambda: DataSpec("svhn"), "unknown dataset 'svhn'; valid datasets: "),
     (lambda: DataSpec("cifar10", num_classes=5), "only be set for dataset 'synthetic'"),
+    (lambda: DataSpec("synthetic", input_shape=(3, 10**6, 32)), "input_shape entry must be an integer in [1, 4096]"),
+    (lambda: DataSpec("synthetic", size=10**12), "size must be an integer in [1, 1e+07]"),
     (lambda: PruneSpec("snap"), "unknown algorithm 'snap'; valid algorithms: grasp, imp, magnitude, random, snip, synflow"),
-    (lambda: PruneSpec("snip", -1), "log10_compression must be a finite number >= 0"),
-    (lambda: PruneSpec("snip", iterations=0), "iterations must be >= 1, got 0"),
+    (lambda: PruneSpec("snip", -1), "log10_compression must be a finite number in [0, 12]"),
+    (lambda: PruneSpec("snip", 1e308), "log10_compression must be a finite number in [0, 12]"),
+    (lambda: PruneSpec("snip", float("nan")), "log10_compression must be a finite number in [0, 12]"),
+    (lambda: PruneSpec("snip", iterations=0), "iterations must be an integer in [1, 10000], got 0"),
+    (lambda: PruneSpec("snip", iterations=99999999999), "iterations must be an integer in [1, 10000]"),
     (lambda: PruneSpec("snip", schedule="cosine"), "unknown schedule 'cosine'; valid schedules: exponential, linear"),
     (lambda: PruneSpec("snip", scope="layer"), "unknown scope 'layer'; valid scopes: global, local"),
     (lambda: PruneSpec("snip", mode="test"), "unknown prune mode 'test'; valid prune modes: eval, train"),
-    (lambda: PruneSpec("imp"), "levels (imp) must be >= 1"),
+    (lambda: PruneSpec("imp"), "levels (imp) must be an integer in [1, 100]"),
     (lambda: PruneSpec("snip", levels=2), "levels is only for algorithm 'imp'"),
-    (lambda: TrainSpec(epochs=-1), "epochs must be >= 0"),
+    (lambda: TrainSpec(epochs=-1), "epochs must be an integer in [0, 10000]"),
+    (lambda: TrainSpec(lr=float("inf")), "lr must be a finite number"),
+    (lambda: TrainSpec(momentum=3), "momentum must be a finite number in [0, 1]"),
     (lambda: TrainSpec(lr_drops=(120, 60)), "lr_drops must be increasing"),
     (lambda: TrainSpec(precision="fp8"), "unknown precision 'fp8'; valid precisions: auto, fp32, bf16"),
-    (lambda: TrialSpec(ModelSpec("mlp"), DataSpec("digits"), PruneSpec("snip"), seed=-1), "seed must be an integer >= 0"),
+    (lambda: TrialSpec(ModelSpec("mlp"), DataSpec("digits"), PruneSpec("snip"), seed=-1), "seed must be an integer in [0, "),
+    (lambda: TrialSpec(ModelSpec("mlp"), DataSpec("digits"), PruneSpec("snip"), seed=2**32), "seed must be an integer in [0, 4.29497e+09]"),
 ])
 def test_bad_descriptions_name_the_value_and_the_choices(make, needle):
     with pytest.raises(ValueError) as err:

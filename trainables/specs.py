@@ -1,9 +1,16 @@
 """The description of one trial: frozen dataclasses composed into `TrialSpec`.
 
-Every field that changes a trial's result is part of its canonical JSON, and the
-trial id is a hash of that JSON, so a trial re-run or shared by two sweeps has
-one id and lands in the store once. Where things live (data directory, store,
-storage path) is not part of the description.
+The trial id is a hash of the description's canonical JSON *without the fields
+that equal their defaults* (as open_lth's run hashes do). So a trial re-run or
+shared by two sweeps has one id and lands in the store once, and a field added
+later with a default leaves every stored trial's id unchanged. Two rules keep
+that promise: never change an existing field's default (tests pin them), and
+give every new field a default that means "as before". Where things live (data
+directory, store, storage path) is not part of the description.
+
+`precision="auto"` (the default, so outside the id) is a policy, not an
+arithmetic: bf16 autocast on a GPU, fp32 on a CPU. A trial's row records the
+precision that ran; an explicit `fp32` or `bf16` is part of the id.
 """
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
@@ -26,9 +34,25 @@ def _choice(what: str, value: Any, choices) -> None:
         raise ValueError(f"unknown {what} {value!r}; valid {what}s: {', '.join(map(str, choices))}")
 
 
-def _at_least(what: str, value: Any, minimum: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:
-        raise ValueError(f"{what} must be >= {minimum}, got {value!r}")
+def check_number(what: str, value: Any, minimum: float, maximum: float, integer: bool = False) -> None:
+    """The one range check of the descriptions: finite, within [minimum, maximum], an int where asked."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not minimum <= value <= maximum:
+        kind = "an integer" if integer else "a finite number"
+        raise ValueError(f"{what} must be {kind} in [{minimum:g}, {maximum:g}], got {value!r}")
+
+
+# Bounds on every number of a description: generous for research, small enough that a typo fails at once.
+MAX_LOG10_COMPRESSION = 12.0        # 10^12x: no network has that many weights
+MAX_ITERATIONS = 10_000
+MAX_EXAMPLES_PER_CLASS = 10_000
+MAX_LEVELS = 100
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 65_536
+MAX_SEED = 2**32 - 1                # numpy's seeds are 32-bit
+MAX_CLASSES = 1_000_000
+MAX_SYNTHETIC_SIZE = 10_000_000
+MAX_INPUT_SIDE = 4_096
 
 
 @dataclass(frozen=True)
@@ -61,10 +85,15 @@ class DataSpec:
             raise ValueError(
                 f"input_shape/num_classes/size can only be set for dataset 'synthetic', not {self.name!r}"
             )
+        if self.input_shape is not None:
+            if not 1 <= len(self.input_shape) <= 3:
+                raise ValueError(f"input_shape must have 1 to 3 entries (channels, height, width), got {self.input_shape}")
+            for side in self.input_shape:
+                check_number("input_shape entry", side, 1, MAX_INPUT_SIDE, integer=True)
         if self.num_classes is not None:
-            _at_least("num_classes", self.num_classes, 2)
+            check_number("num_classes", self.num_classes, 2, MAX_CLASSES, integer=True)
         if self.size is not None:
-            _at_least("size", self.size, 1)
+            check_number("size", self.size, 1, MAX_SYNTHETIC_SIZE, integer=True)
 
 
 @dataclass(frozen=True)
@@ -94,21 +123,25 @@ class PruneSpec:
 
         ALGORITHMS.check(self.algorithm)
         if isinstance(self.log10_compression, bool) or not isinstance(self.log10_compression, (int, float)) \
-                or not math.isfinite(self.log10_compression) or self.log10_compression < 0:
+                or not math.isfinite(self.log10_compression) or not 0 <= self.log10_compression <= MAX_LOG10_COMPRESSION:
             raise ValueError(
-                f"log10_compression must be a finite number >= 0 (compression >= 1), got {self.log10_compression!r}"
+                f"log10_compression must be a finite number in [0, {MAX_LOG10_COMPRESSION:g}] (compression >= 1), "
+                f"got {self.log10_compression!r}"
             )
         object.__setattr__(self, "log10_compression", round(float(self.log10_compression), 6))
         if self.iterations is None:
             default = DEFAULT_SYNFLOW_ITERATIONS if self.algorithm == "synflow" else 1
             object.__setattr__(self, "iterations", default)
-        _at_least("iterations", self.iterations, 1)
+        check_number("iterations", self.iterations, 1, MAX_ITERATIONS, integer=True)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("scope", self.scope, SCOPES)
         _choice("prune mode", self.mode, PRUNE_MODES)
-        _at_least("examples_per_class", self.examples_per_class, 1)
+        check_number("examples_per_class", self.examples_per_class, 1, MAX_EXAMPLES_PER_CLASS, integer=True)
         if self.algorithm == "imp":
-            _at_least("levels (imp)", self.levels, 1)
+            check_number("levels (imp)", self.levels, 1, MAX_LEVELS, integer=True)
+            if self.iterations != 1:
+                raise ValueError(f"iterations={self.iterations} does not apply to imp (it prunes once per level; "
+                                 f"set levels)")
         elif self.levels:
             raise ValueError(f"levels is only for algorithm 'imp', got levels={self.levels} for {self.algorithm!r}")
 
@@ -132,14 +165,18 @@ class TrainSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lr_drops", tuple(int(d) for d in self.lr_drops))
-        _at_least("epochs", self.epochs, 0)
-        _at_least("batch_size", self.batch_size, 1)
-        _at_least("lr", self.lr, 0)
-        _at_least("momentum", self.momentum, 0)
-        _at_least("weight_decay", self.weight_decay, 0)
-        _at_least("lr_drop_factor", self.lr_drop_factor, 0)
-        if list(self.lr_drops) != sorted(self.lr_drops) or any(d < 1 for d in self.lr_drops):
-            raise ValueError(f"lr_drops must be increasing epochs >= 1, got {list(self.lr_drops)}")
+        for name in ("lr", "momentum", "weight_decay", "lr_drop_factor"):  # 1 and 1.0 are one trial
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, name, float(value))
+        check_number("epochs", self.epochs, 0, MAX_EPOCHS, integer=True)
+        check_number("batch_size", self.batch_size, 1, MAX_BATCH_SIZE, integer=True)
+        check_number("lr", self.lr, 0, sys.float_info.max)
+        check_number("momentum", self.momentum, 0, 1)
+        check_number("weight_decay", self.weight_decay, 0, sys.float_info.max)
+        check_number("lr_drop_factor", self.lr_drop_factor, 0, sys.float_info.max)
+        if list(self.lr_drops) != sorted(self.lr_drops) or any(not 1 <= d <= MAX_EPOCHS for d in self.lr_drops):
+            raise ValueError(f"lr_drops must be increasing epochs in [1, {MAX_EPOCHS}], got {list(self.lr_drops)}")
         _choice("precision", self.precision, PRECISIONS)
 
 
@@ -152,14 +189,18 @@ class TrialSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        check_number("seed", self.seed, 0, MAX_SEED, integer=True)
 
     def to_dict(self) -> Dict[str, Any]:
+        """Every field, defaults included: what a trial needs to rebuild its description."""
         return dataclasses.asdict(self)
 
+    def identity(self) -> Dict[str, Any]:
+        """The description without the fields that equal their defaults: what the id hashes."""
+        return _without_defaults(self)
+
     def canonical_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
 
     @property
     def trial_id(self) -> str:
@@ -174,3 +215,30 @@ class TrialSpec:
             train=TrainSpec(**d.get("train", {})),
             seed=d.get("seed", 0),
         )
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return dataclasses.MISSING
+
+
+def _canonical_value(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return _without_defaults(value)
+    if isinstance(value, (tuple, list)):
+        return [_canonical_value(v) for v in value]
+    return value
+
+
+def _without_defaults(obj: Any) -> Dict[str, Any]:
+    """A dataclass as a dict of its non-default fields, recursively; a nested spec equal to its default drops out."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value == _default_of(f):
+            continue
+        out[f.name] = _canonical_value(value)
+    return out
