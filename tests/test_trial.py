@@ -1,6 +1,6 @@
 """One trial through real Ray Tune: learning, resume after a failure, masks under training, IMP, divergence."""
 import copy
-import pathlib
+from ray import tune
 
 import pandas as pd
 import pytest
@@ -11,7 +11,10 @@ from trainables.models import build_model
 from trainables.prune import initial_model
 from trainables.pruning import prune_model
 from trainables.specs import DataSpec, ModelSpec, PruneSpec, TrainSpec, TrialSpec
-from trainables.trial import CHECKPOINT_FILE, imp_prune, run_trial
+from fault_injection import trial_failing_once
+from trainables.checkpoints import TrialCheckpoints
+from trainables.imp import imp_prune
+from trainables.trial import run_trial
 
 
 def digits_spec(algorithm="synflow", log10=0.0, epochs=5, seed=0, **train):
@@ -20,11 +23,11 @@ def digits_spec(algorithm="synflow", log10=0.0, epochs=5, seed=0, **train):
                      TrainSpec(**{"epochs": epochs, "lr": 0.1, "batch_size": 64, "weight_decay": 5e-4, **train}), seed=seed)
 
 
-def fit(tmp_path, param_space, max_failures=0, name="t"):
-    from ray import tune
+def fit(tmp_path, param_space, max_failures=0, name="t", trainable=run_trial):
 
+    param_space = {"checkpoint_root": str(tmp_path / "checkpoints"), **param_space}
     tuner = tune.Tuner(
-        tune.with_resources(run_trial, {"cpu": 1}),
+        tune.with_resources(trainable, {"cpu": 1}),
         param_space=param_space,
         tune_config=tune.TuneConfig(reuse_actors=True),
         run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), name=name, verbose=0,
@@ -56,17 +59,16 @@ def test_dense_mlp_reaches_90_percent_on_digits_through_ray_tune(ray_session, tm
 def test_failed_trial_resumes_at_next_epoch_without_repruning_and_matches_an_uninterrupted_run(ray_session, tmp_path):
     spec = digits_spec(algorithm="snip", log10=1.0, epochs=6)
     marker = tmp_path / "failed-once"
-    from ray import tune
 
-    results = fit(tmp_path, {"spec": spec.to_dict(), "fail_marker": str(marker),
-                             "fail_after_epoch": tune.grid_search([3, None])}, max_failures=1)
-    by_kind = {r.config["fail_after_epoch"]: r for r in results}
-    resumed, clean = by_kind[3], by_kind[None]
+    # Two runs of the same trial, one failing once after epoch 3: each in its own checkpoint root.
+    results = [fit(tmp_path, {"spec": spec.to_dict(), "fail_marker": str(marker), "fail_after_epoch": after,
+                              "checkpoint_root": str(tmp_path / f"checkpoints-{after}")},
+                   max_failures=1, trainable=trial_failing_once, name=f"t{after}")[0] for after in (3, None)]
+    resumed, clean = results
     assert marker.read_text() == "3"  # the failure really happened
     assert resumed.error is None and clean.error is None
-    assert resumed.metrics["resumed_from_epoch"] == 3
-    assert resumed.metrics["prune_runs"] == 1
-    assert clean.metrics["resumed_from_epoch"] == 0
+    assert resumed.metrics["resumed_from_epoch"] == 3 and resumed.metrics["restarts"] == 1
+    assert clean.metrics["resumed_from_epoch"] == 0 and clean.metrics["restarts"] == 0
     epochs_reported = resumed.metrics_dataframe["epoch"].tolist()
     assert epochs_reported[-3:] == [4, 5, 6] and epochs_reported.count(4) == 1
     # Every report, before and after the restart, carries the one prune's own timing: it never pruned again.
@@ -77,14 +79,12 @@ def test_failed_trial_resumes_at_next_epoch_without_repruning_and_matches_an_uni
 
 @pytest.mark.slow
 def test_imp_levels_are_checkpointed_and_resume_mid_level_with_identical_results(ray_session, tmp_path):
-    from ray import tune
 
     spec = digits_spec(algorithm="imp", log10=1.0, epochs=2)
     marker = tmp_path / "failed-once"
-    results = fit(tmp_path, {"spec": spec.to_dict(), "fail_marker": str(marker), "fail_in_phase": "imp level 2",
-                             "fail_after_epoch": tune.grid_search([1, None])}, max_failures=1)
-    by_kind = {r.config["fail_after_epoch"]: r for r in results}
-    resumed, clean = by_kind[1], by_kind[None]
+    resumed, clean = [fit(tmp_path, {"spec": spec.to_dict(), "fail_marker": str(marker), "fail_in_phase": "imp level 2",
+                                     "fail_after_epoch": after, "checkpoint_root": str(tmp_path / f"checkpoints-{after}")},
+                          max_failures=1, trainable=trial_failing_once, name=f"t{after}")[0] for after in (1, None)]
     assert marker.read_text() == "1"  # failed after IMP's level 2, epoch 1: mid-pruning
     assert resumed.error is None and clean.error is None
     assert resumed.metrics["restarts"] == 1 and clean.metrics["restarts"] == 0
@@ -97,11 +97,11 @@ def test_imp_levels_are_checkpointed_and_resume_mid_level_with_identical_results
 
 @pytest.mark.slow
 def test_masked_weights_stay_exactly_zero_through_momentum_and_weight_decay(ray_session, tmp_path):
-    spec = digits_spec(algorithm="magnitude", log10=1.0, epochs=3, weight_decay=5e-3, momentum=0.9)
+    spec = digits_spec(algorithm="magnitude", log10=1.0, epochs=4, weight_decay=5e-3, momentum=0.9)
     result = fit(tmp_path, {"spec": spec.to_dict()})[0]
     assert result.error is None
-    with result.checkpoint.as_directory() as directory:
-        state = torch.load(pathlib.Path(directory) / CHECKPOINT_FILE, weights_only=False)
+    state = TrialCheckpoints(str(tmp_path / "checkpoints"), spec.trial_id).newest()  # after 3 epochs of training
+    assert state["epoch"] == 3
     weights = state["trainer"]["model"]
     masks = state["trainer"]["masks"]
     nonzero = sum(int(torch.count_nonzero(weights[name])) for name in masks)
@@ -114,7 +114,6 @@ def test_masked_weights_stay_exactly_zero_through_momentum_and_weight_decay(ray_
 def test_prune_only_trial_of_data_free_algorithms_never_loads_the_dataset(ray_session, tmp_path):
     empty = tmp_path / "no-data"
     empty.mkdir()
-    from ray import tune
 
     specs = [TrialSpec(ModelSpec("vgg11_bn"), DataSpec("cifar100"), PruneSpec(alg, 1.0, iterations=2),
                        TrainSpec(epochs=0)).to_dict() for alg in ("synflow", "magnitude", "random")]
@@ -165,7 +164,7 @@ def test_every_algorithm_starts_from_the_same_initial_weights_at_one_seed():
 @pytest.mark.parametrize("change,needle", [
     (lambda d: d["prune"].update(algorithm="snap"), "unknown algorithm 'snap'"),
     (lambda d: d["model"].update(name="vgg17"), "unknown model 'vgg17'"),
-    (lambda d: d["train"].update(epochs=-3), "epochs must be >= 0"),
+    (lambda d: d["train"].update(epochs=-3), r"epochs must be an integer in \[0, 10000\]"),
     (lambda d: d["prune"].update(log10_compression=-1), "log10_compression must be"),
 ])
 def test_bad_trial_configs_raise_before_any_compute(change, needle):

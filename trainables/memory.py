@@ -55,11 +55,15 @@ def estimate_training_memory(model: nn.Module, input_shape: Sequence[int], batch
     return MemoryEstimate(parameter_bytes=params * 4 * 3, activation_bytes=activations, data_bytes=dataset_bytes)
 
 
+class ShareTooSmallError(MemoryError):
+    """The trial cannot fit its GPU share: the same on every retry, so it is not retried."""
+
+
 def check_fits(estimate: MemoryEstimate, device_bytes: int, share: float, what: str) -> None:
-    """Raise MemoryError with a clear message when the estimate exceeds `share` of the device."""
+    """Raise ShareTooSmallError with a clear message when the estimate exceeds `share` of the device."""
     budget = device_bytes * share
     if estimate.total > budget:
-        raise MemoryError(
+        raise ShareTooSmallError(
             f"{what} needs about {estimate.total / GIB:.1f} GiB of GPU memory "
             f"(weights+grads+momentum {estimate.parameter_bytes / GIB:.1f}, activations "
             f"{estimate.activation_bytes / GIB:.1f}, data {estimate.data_bytes / GIB:.1f}, CUDA context "
