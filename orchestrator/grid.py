@@ -14,11 +14,14 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from trainables.registry import Registry
-from trainables.specs import DataSpec, ModelSpec, PruneSpec, TrainSpec, TrialSpec
+from trainables.specs import MAX_LEVELS, MAX_SEED, check_number, DataSpec, ModelSpec, PruneSpec, TrainSpec, TrialSpec
 from trainables.training import paper_recipe
 
 ALL_ALGORITHMS = ("synflow", "snip", "grasp", "magnitude", "random")
 DEFAULT_IMP_LEVELS = 3
+# A grid larger than this is a typo (10x the paper's fig6 grid is 23,400): refused before it is materialised.
+MAX_TRIALS = 100_000
+MAX_AXIS_VALUES = 10_000
 # For (model, dataset) pairs the paper trains no network on: its VGG/CIFAR recipe, said so in the plan.
 FALLBACK_RECIPE = TrainSpec(epochs=160, batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4,
                             lr_drops=(60, 120), lr_drop_factor=0.1)
@@ -57,6 +60,11 @@ class SweepSpec:
         for axis in ("models", "datasets", "algorithms", "log10_compressions", "seeds"):
             if not getattr(self, axis):
                 raise ValueError(f"sweep {self.name!r} has no {axis.replace('_', ' ')}")
+        size = (len(self.models) * len(self.datasets) * len(self.algorithms) * len(self.log10_compressions)
+                * len(self.seeds))
+        if size > MAX_TRIALS:
+            raise ValueError(f"the grid has {size:,} trials, more than {MAX_TRIALS:,}; check the axes "
+                             f"({len(self.log10_compressions):,} compressions, {len(self.seeds):,} seeds)")
         for m in self.models:
             ModelSpec(m)
         for d in self.datasets:
@@ -107,42 +115,61 @@ class SweepSpec:
         return list(seen.values())
 
 
+def _too_many(what: str, text: str, count: int) -> ValueError:
+    shown = f"{count:,}" if count < 10**12 else f"about {float(count):.2g}"
+    return ValueError(f"{what} {text!r} gives {shown} values, more than {MAX_AXIS_VALUES:,}")
+
+
+def _numbers(text: str, parse, bad: ValueError) -> list:
+    try:
+        return [parse(p) for p in text.split(",") if p.strip()] if ":" not in text else [parse(p) for p in text.split(":")]
+    except (ValueError, OverflowError):
+        raise bad from None
+
+
 def parse_compressions(text: str) -> Tuple[float, ...]:
     """`0,0.5,1` (a list) or `0:3:0.25` (start:stop:step, stop included) -> log10 compressions."""
     text = text.strip()
-    try:
-        if ":" in text:
-            parts = [float(p) for p in text.split(":")]
-            if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
-                raise ValueError
-            start, stop, step = parts
-            count = int(math.floor((stop - start) / step + 1e-9)) + 1
-            return tuple(round(start + i * step, 6) for i in range(count))
-        return tuple(round(float(p), 6) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise ValueError(
-            f"bad log10 compressions {text!r}; give a list like 0,0.5,1 or a range start:stop:step "
-            f"(stop included, step > 0) like 0:3:0.25"
-        ) from None
+    bad = ValueError(f"bad log10 compressions {text!r}; give a list like 0,0.5,1 or a range start:stop:step "
+                     f"(stop included, step > 0) like 0:3:0.25")
+    parts = _numbers(text, float, bad)
+    if not parts or not all(map(math.isfinite, parts)):
+        raise bad
+    if ":" in text:
+        if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
+            raise bad
+        start, stop, step = parts
+        count = math.floor((stop - start) / step + 1e-9) + 1
+        if count > MAX_AXIS_VALUES:
+            raise _too_many("log10 compressions", text, count)
+        return tuple(round(start + i * step, 6) for i in range(count))
+    if len(parts) > MAX_AXIS_VALUES:
+        raise _too_many("log10 compressions", text, len(parts))
+    return tuple(round(p, 6) for p in parts)
 
 
 def parse_seeds(text: str) -> Tuple[int, ...]:
     """`0,1,2` (a list) or `0:4` (a range, stop excluded)."""
-    try:
-        if ":" in text:
-            start, stop = (int(p) for p in text.split(":"))
-            seeds = tuple(range(start, stop))
-        else:
-            seeds = tuple(int(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise ValueError(f"bad seeds {text!r}; give a list like 0,1,2 or a range like 0:3") from None
-    if not seeds or any(s < 0 for s in seeds):
-        raise ValueError(f"bad seeds {text!r}; seeds are integers >= 0, e.g. 0,1,2 or 0:3")
-    return seeds
+    bad = ValueError(f"bad seeds {text!r}; seeds are integers in [0, {MAX_SEED}], e.g. 0,1,2 or a range 0:3")
+    parts = _numbers(text, int, bad)
+    if ":" in text:
+        if len(parts) != 2:
+            raise bad
+        if parts[1] - parts[0] > MAX_AXIS_VALUES:
+            raise _too_many("seeds", text, parts[1] - parts[0])
+        parts = list(range(parts[0], parts[1]))
+    if not parts or any(not 0 <= s <= MAX_SEED for s in parts):
+        raise bad
+    if len(parts) > MAX_AXIS_VALUES:
+        raise _too_many("seeds", text, len(parts))
+    return tuple(parts)
 
 
-def parse_names(text: str) -> Tuple[str, ...]:
-    return tuple(p.strip() for p in text.split(",") if p.strip())
+def parse_names(text: str, what: str) -> Tuple[str, ...]:
+    names = tuple(p.strip() for p in text.split(",") if p.strip())
+    if not names:
+        raise ValueError(f"--{what} {text!r} names nothing; give a comma-separated list")
+    return names
 
 
 PRESETS: Registry[SweepSpec] = Registry("preset")
@@ -217,21 +244,28 @@ def with_overrides(
 ) -> SweepSpec:
     """The preset with CLI axis overrides; each value is validated and named in the error."""
     changes: Dict[str, object] = {}
-    if models:
-        changes["models"] = parse_names(models)
-    if datasets:
-        changes["datasets"] = parse_names(datasets)
+    if models is not None:
+        changes["models"] = parse_names(models, "models")
+    if datasets is not None:
+        changes["datasets"] = parse_names(datasets, "datasets")
     variants = base.algorithms
-    if algorithms:
-        variants = tuple(AlgorithmVariant(a, levels=(levels or 0) if a == "imp" else 0) for a in parse_names(algorithms))
-    if iterations is not None:
-        variants = tuple(dataclasses.replace(v, iterations=iterations) for v in variants)
-    if levels is not None and not algorithms:
+    if algorithms is not None:
+        variants = tuple(AlgorithmVariant(a) for a in parse_names(algorithms, "algorithms"))
+    if levels is not None:
+        check_number("--levels", levels, 1, MAX_LEVELS, integer=True)
+        if not any(v.algorithm == "imp" for v in variants):
+            raise ValueError(f"--levels {levels} applies only to algorithm imp, which this sweep does not run")
         variants = tuple(dataclasses.replace(v, levels=levels) if v.algorithm == "imp" else v for v in variants)
+    if iterations is not None:
+        if all(v.algorithm == "imp" for v in variants):
+            raise ValueError(f"--iterations {iterations} does not apply to imp (it prunes once per level; "
+                             f"use --levels)")
+        variants = tuple(dataclasses.replace(v, iterations=iterations) if v.algorithm != "imp" else v
+                         for v in variants)
     changes["algorithms"] = tuple(dict.fromkeys(variants))
-    if log10_compressions:
+    if log10_compressions is not None:
         changes["log10_compressions"] = parse_compressions(log10_compressions)
-    if seeds:
+    if seeds is not None:
         changes["seeds"] = parse_seeds(seeds)
     train_changes = tuple((k, v) for k, v in train.items() if v is not None)
     if train_changes:

@@ -5,23 +5,30 @@
     python -m orchestrator.sweep --preset fig1 --seeds 0:5 --dry-run   # what would run, and what is done
     python -m orchestrator.sweep --preset fig6 --resume                # continue an interrupted sweep
 
-Trials already in the store are skipped, so extending a sweep (more seeds,
-more compressions) runs only the new ones. Every trial checkpoints each epoch
-to the storage path and restarts from its last checkpoint after a failure.
+Progress belongs to the project: the store says which trials are done, and
+each unfinished trial's newest whole checkpoint (under the storage path, by
+trial id) says how far it got. Every run of a sweep is a fresh Tune run over
+the trials not in the store, each continuing from its own checkpoint, so the
+same command after any kill finishes the sweep with every trial exactly once
+(`--resume` is another spelling of it). Tune's saved experiment state is never
+read back.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import math
 import os
-import socket
+import re
 import sys
 import time
+import uuid
 from collections import Counter
 from typing import Dict, List, Optional, Sequence
 
+from orchestrator.cluster import check_feasible, connect, node_capacities
 from orchestrator.grid import PRESETS, SweepSpec, with_overrides
 from orchestrator.resources import ResourcePolicy, trial_resources
 from results_store import ResultsStore, StoreError, check_writable, filesystem_for
@@ -37,6 +44,12 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 DEFAULT_STORE = "results"
 DEFAULT_STORAGE = "ray_runs"
 DEFAULT_MAX_FAILURES = 3
+CHECKPOINTS_DIR = "checkpoints"  # under --storage-path: <trial_id>/state-*.pt, the project's own
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Bounds on the driver's own numbers (the grid's are checked by the descriptions).
+MAX_FAILURES_BOUND = 1000
+MAX_CPUS_PER_TRIAL = 4096
+MAX_GPUS_PER_TRIAL = 64
 
 
 class UsageError(ValueError):
@@ -68,13 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--data-dir", help="dataset root on every node (default $PRUNE_SWEEP_DATA or ./data)")
     where.add_argument("--address", help="Ray cluster address host:port (default: a running cluster, else local Ray)")
     run = ap.add_argument_group("running")
-    run.add_argument("--resume", action="store_true", help="continue the latest interrupted run of this sweep")
+    run.add_argument("--resume", action="store_true",
+                     help="the same as running the command again: skip what is in the store, continue the rest "
+                          "from their checkpoints")
     run.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
     run.add_argument("--max-failures", type=int, default=DEFAULT_MAX_FAILURES, help="restarts per trial")
     run.add_argument("--gpus-per-trial", type=float, help="override the GPU share sized to model and data")
     run.add_argument("--cpus-per-trial", type=float, help="override the CPUs per trial")
     run.add_argument("--num-cpus", type=int, help="CPUs of a local Ray started here (default: all)")
-    run.add_argument("--name", help="sweep label in the store (default: the preset's name)")
+    run.add_argument("--name", help="sweep label in the store: letters, digits, '_', '.', '-' (default: the "
+                                   "preset's name)")
     run.add_argument("--skip-data-check", action="store_true",
                      help="do not load each needed dataset on this machine before launching (when only the "
                           "cluster's workers hold the data)")
@@ -93,14 +109,27 @@ def resolve_sweep(args: argparse.Namespace) -> SweepSpec:
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
         precision=args.precision,
     )
-    if args.name:
-        import dataclasses
+    if args.name is not None:
+        if not _LABEL.match(args.name) or ".." in args.name:
+            raise UsageError(f"bad --name {args.name!r}; a label of letters, digits, '_', '.', '-' (at most 64, "
+                             f"starting with a letter or digit)")
         sweep = dataclasses.replace(sweep, name=args.name)
-    for flag in ("max_concurrent", "max_failures"):
-        value = getattr(args, flag)
-        if value is not None and value < (1 if flag == "max_concurrent" else 0):
-            raise UsageError(f"--{flag.replace('_', '-')} must be >= {1 if flag == 'max_concurrent' else 0}, got {value}")
+    check_driver_numbers(args)
     return sweep
+
+
+def check_driver_numbers(args: argparse.Namespace) -> None:
+    """Every number the driver itself takes is finite and in range (one line, exit 2, otherwise)."""
+    bounds = {"max_concurrent": (1, 100_000), "max_failures": (0, MAX_FAILURES_BOUND), "num_cpus": (1, 100_000),
+              "gpus_per_trial": (0, MAX_GPUS_PER_TRIAL), "cpus_per_trial": (0, MAX_CPUS_PER_TRIAL)}
+    for flag, (low, high) in bounds.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        ok = math.isfinite(value) and low <= value <= high and (flag != "cpus_per_trial" or value > 0)
+        if not ok:
+            lower = "> 0" if flag == "cpus_per_trial" else f">= {low:g}"
+            raise UsageError(f"--{flag.replace('_', '-')} must be {lower} and <= {high:g}, got {value:g}")
 
 
 def estimated_prune_passes(spec: TrialSpec) -> Optional[int]:
@@ -163,6 +192,8 @@ def resource_asks(to_run: Sequence[TrialSpec], policy: ResourcePolicy) -> List[D
 
 
 def plan(sweep: SweepSpec, store: ResultsStore, policy: ResourcePolicy) -> Dict:
+    """What the sweep would run: the grid less what the store holds (unreadable store files are moved aside and
+    their trials run again)."""
     trials = sweep.trials()
     done = store.finished_ids() if store.exists() else set()
     to_run = [t for t in trials if t.trial_id not in done]
@@ -190,12 +221,13 @@ def plan(sweep: SweepSpec, store: ResultsStore, policy: ResourcePolicy) -> Dict:
         "prune_passes": sum(p for p in passes if p is not None),
         "imp_trials_not_counted_in_prune_passes": sum(p is None for p in passes),
         "datasets_needed": sorted({t.data.name for t in to_run if needs_data(t)}),
-        "store": str(store), "to_run_specs": to_run,
+        "store": str(store), "to_run_specs": to_run, "all_specs": trials, "done_ids": done,
+        "quarantined": list(getattr(store, "quarantined", [])),
     }
 
 
 def print_plan(p: Dict, as_json: bool, gpu_note: str) -> None:
-    public = {k: v for k, v in p.items() if k != "to_run_specs"}
+    public = {k: v for k, v in p.items() if k not in ("to_run_specs", "all_specs", "done_ids")}
     if as_json:
         print(json.dumps(public))
         return
@@ -217,36 +249,6 @@ def print_plan(p: Dict, as_json: bool, gpu_note: str) -> None:
         print(f"  {gpu_note}")
 
 
-def check_reachable(address: str, timeout: float = 5.0) -> None:
-    target = address.split("://", 1)[-1]
-    host, _, port = target.rpartition(":")
-    if not host or not port.isdigit():
-        raise UsageError(f"bad --address {address!r}; give host:port of the Ray head, e.g. 10.0.0.5:6379")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise UsageError(f"cannot reach a Ray cluster at --address {address}: {exc.strerror or exc}") from None
-
-
-def connect(args: argparse.Namespace) -> str:
-    import logging
-
-    import ray
-
-    quiet = dict(logging_level=logging.ERROR, log_to_driver=False)
-    if args.address:
-        check_reachable(args.address)
-        ray.init(address=args.address, **quiet)
-        return f"cluster at {args.address}"
-    try:
-        ray.init(address="auto", **quiet)
-        return "running cluster"
-    except ConnectionError:
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False, **quiet)
-        return f"local Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
-
-
 def data_dir(args: argparse.Namespace) -> str:
     """--data-dir, else $PRUNE_SWEEP_DATA, else ./data, as an absolute path: trials run in other directories."""
     from trainables.data import resolve_data_dir
@@ -256,21 +258,6 @@ def data_dir(args: argparse.Namespace) -> str:
 
 def _absolute(location: str) -> str:
     return location if "://" in location else os.path.abspath(os.path.expanduser(location))
-
-
-def latest_run(storage_path: str, sweep_name: str) -> Optional[str]:
-    """The newest restorable run directory of this sweep under the storage path."""
-    import pyarrow.fs as pafs
-    from ray import tune
-
-    fs, root = filesystem_for(storage_path)
-    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-    runs = sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith(sweep_name + "-"))
-    for name in reversed(runs):
-        path = f"{storage_path.rstrip('/')}/{name}"
-        if tune.Tuner.can_restore(path):
-            return path
-    return None
 
 
 def _format_seconds(seconds: float) -> str:
@@ -293,17 +280,12 @@ def make_progress(total: int, name: str, stream=sys.stderr, interval: float = 5.
             self.restarted = 0
             self.last_print = 0.0
 
-        def __getstate__(self):
-            # Tune saves callbacks with the experiment; a resumed run times itself from its own start.
-            return {**self.__dict__, "start": None}
-
-        def __setstate__(self, state):
-            self.__dict__.update(state)
-            self.start = time.time()
-
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self.done += 1
-            self.maybe_print(trials, force=self.done + self.failed == total, ending=trial)
+            if (trial.last_result or {}).get("status") == "failed":
+                self.failed += 1
+            else:
+                self.done += 1
+            self.maybe_print(trials, force=True, ending=trial)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.failed += 1
@@ -332,8 +314,35 @@ def make_progress(total: int, name: str, stream=sys.stderr, interval: float = 5.
     return Progress()
 
 
+def checkpoint_root(storage_path: str) -> str:
+    return f"{_absolute(storage_path).rstrip('/')}/{CHECKPOINTS_DIR}"
+
+
+def free_finished_checkpoints(storage_path: str, done: set) -> int:
+    """Delete the checkpoints of trials already in the store (left by a kill between the store write and the
+    cleanup); the number of trials freed."""
+    import pyarrow.fs as pafs
+
+    fs, root = filesystem_for(checkpoint_root(storage_path))
+    freed = 0
+    for info in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
+        if info.type == pafs.FileType.Directory and info.base_name in done:
+            try:
+                fs.delete_dir(info.path)
+                freed += 1
+            except OSError:
+                pass
+    return freed
+
+
+def unique_run_name(sweep_name: str) -> str:
+    """Tune's run directory: unique per run, so two sweeps started in one second never share one."""
+    return f"{sweep_name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
 def run_sweep(args: argparse.Namespace, sweep: SweepSpec, store: ResultsStore, to_run: Sequence[TrialSpec],
               policy: ResourcePolicy) -> Dict:
+    """One fresh Tune run over the trials not in the store; each continues from its own newest checkpoint."""
     from ray import tune
     from ray.tune import PlacementGroupFactory
 
@@ -344,45 +353,36 @@ def run_sweep(args: argparse.Namespace, sweep: SweepSpec, store: ResultsStore, t
     def resources(config: Dict) -> PlacementGroupFactory:
         return PlacementGroupFactory([trial_resources(TrialSpec.from_dict(config["spec"]), policy)])
 
-    trainable = tune.with_resources(run_trial, resources)
-    restored = latest_run(storage_path, sweep.name) if args.resume else None
+    run_name = unique_run_name(sweep.name)
+    progress = make_progress(len(to_run), sweep.name)
+    tuner = tune.Tuner(
+        tune.with_resources(run_trial, resources),
+        param_space={
+            "spec": tune.grid_search([t.to_dict() for t in to_run]),
+            "store": _absolute(str(store)), "sweep": sweep.name, "data_dir": data_dir(args),
+            "keep_checkpoints": args.keep_checkpoints, "checkpoint_root": checkpoint_root(storage_path),
+        },
+        tune_config=tune.TuneConfig(
+            reuse_actors=True, max_concurrent_trials=args.max_concurrent,
+            trial_dirname_creator=lambda trial: TrialSpec.from_dict(trial.config["spec"]).trial_id,
+        ),
+        run_config=tune.RunConfig(
+            name=run_name, storage_path=storage_path, verbose=0,
+            failure_config=tune.FailureConfig(max_failures=args.max_failures),
+            callbacks=[progress],
+        ),
+    )
+    print(f"[{sweep.name}] running {len(to_run)} trials; checkpoints in {checkpoint_root(storage_path)}, "
+          f"Tune's run directory {storage_path}/{run_name}", file=sys.stderr)
     start = time.time()
-    if restored:
-        tuner = tune.Tuner.restore(restored, trainable=trainable, resume_errored=True)
-        print(f"[{sweep.name}] resuming {restored}", file=sys.stderr)
-        total = len(to_run)
-    else:
-        if args.resume:
-            print(f"[{sweep.name}] no interrupted run to resume under {storage_path}; starting the remaining trials",
-                  file=sys.stderr)
-        if not to_run:
-            return {"ran": 0, "seconds": 0.0, "errored": []}
-        run_name = f"{sweep.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-        tuner = tune.Tuner(
-            trainable,
-            param_space={
-                "spec": tune.grid_search([t.to_dict() for t in to_run]),
-                "store": _absolute(str(store)), "sweep": sweep.name,
-                "data_dir": data_dir(args),
-                "keep_checkpoints": args.keep_checkpoints,
-                "checkpoint_root": f"{storage_path.rstrip('/')}/{run_name}",
-            },
-            tune_config=tune.TuneConfig(
-                reuse_actors=True, max_concurrent_trials=args.max_concurrent,
-                trial_dirname_creator=lambda trial: TrialSpec.from_dict(trial.config["spec"]).trial_id,
-            ),
-            run_config=tune.RunConfig(
-                name=run_name, storage_path=storage_path, verbose=0,
-                failure_config=tune.FailureConfig(max_failures=args.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[make_progress(len(to_run), sweep.name)],
-            ),
-        )
-        total = len(to_run)
-        print(f"[{sweep.name}] running {total} trials; Ray run directory {storage_path}/{run_name}", file=sys.stderr)
     results = tuner.fit()
     errored = [_last_line(str(r.error)) for r in results if r.error is not None]
-    return {"ran": total, "seconds": time.time() - start, "errored": errored}
+    errored += [str((r.metrics or {}).get("error")) for r in results
+                if r.error is None and (r.metrics or {}).get("status") == "failed"]
+    finished = sum(1 for r in results if r.error is not None or (r.metrics or {}).get("status") in
+                   ("completed", "diverged", "failed", "already_in_store"))
+    return {"ran": len(to_run), "seconds": time.time() - start, "errored": errored,
+            "interrupted": finished < len(to_run)}
 
 
 def _last_line(text: str) -> str:
@@ -391,17 +391,40 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else text
 
 
-def summarize(sweep: SweepSpec, store: ResultsStore, outcome: Dict) -> Dict:
-    ids = {t.trial_id for t in sweep.trials()}
-    trials = store.read("trials") if store.exists() else None
-    mine = trials[trials.trial_id.isin(ids)] if trials is not None and len(trials) else None
-    statuses = mine.status.value_counts().to_dict() if mine is not None else {}
+def summarize(sweep_ids: set, store: ResultsStore, outcome: Dict) -> Dict:
+    """Counts for this sweep's trials; reads only the id and status columns, and only when trials ran."""
+    if not outcome["ran"]:
+        return {"sweep": outcome["sweep"], "trials": len(sweep_ids), "in_store": outcome["in_store_before"],
+                "completed": None, "diverged": None, "errored": 0, "ran": 0, "seconds": 0.0, "store": str(store)}
+    done = store.finished_ids() if store.exists() else set()
+    mine = sweep_ids & done
+    trials = store.read("trials", columns=["trial_id", "status"])
+    statuses = Counter(trials[trials.trial_id.isin(mine)].status)
     return {
-        "sweep": sweep.name, "trials": len(ids), "in_store": 0 if mine is None else int(len(mine)),
+        "sweep": outcome["sweep"], "trials": len(sweep_ids), "in_store": len(mine),
         "completed": int(statuses.get("completed", 0)), "diverged": int(statuses.get("diverged", 0)),
         "errored": len(outcome["errored"]), "ran": outcome["ran"], "seconds": round(outcome["seconds"], 1),
         "store": str(store),
     }
+
+
+def interrupted_message(args: argparse.Namespace) -> str:
+    return (f"interrupted: finished trials are in {args.store}; run the same command again (or add --resume) to "
+            f"continue the others from their checkpoints")
+
+
+def launch(args: argparse.Namespace, sweep: SweepSpec, store: ResultsStore, the_plan: Dict) -> Dict:
+    """Connect, check the asks against the cluster, and run what is left."""
+    import ray
+
+    where = connect(args.address, args.num_cpus)
+    policy = ResourcePolicy(cluster_has_gpus=ray.cluster_resources().get("GPU", 0) > 0,
+                            gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial)
+    the_plan["resources"] = resource_asks(the_plan["to_run_specs"], policy)  # now that the GPUs are known
+    check_feasible([r["per_trial"] for r in the_plan["resources"]], node_capacities())
+    if not args.json:
+        print_plan(the_plan, False, f"on {where}")
+    return run_sweep(args, sweep, store, the_plan["to_run_specs"], policy)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -411,42 +434,49 @@ def main(argv: Optional[List[str]] = None) -> int:
         store = ResultsStore(args.store)
         if not args.dry_run:
             store.check_writable()
-            check_writable(_absolute(args.storage_path), "--storage-path")
-        cluster_gpus = args.gpus_per_trial != 0
-        policy = ResourcePolicy(cluster_has_gpus=cluster_gpus, gpus_per_trial=args.gpus_per_trial,
+            check_writable(checkpoint_root(args.storage_path), "--storage-path")
+        policy = ResourcePolicy(cluster_has_gpus=args.gpus_per_trial != 0, gpus_per_trial=args.gpus_per_trial,
                                 cpus_per_trial=args.cpus_per_trial)
+        the_plan = plan(sweep, store, policy)
+        for line in the_plan["quarantined"]:
+            print(f"[{sweep.name}] {line}: that trial will run again", file=sys.stderr)
         if args.dry_run:
-            the_plan = plan(sweep, store, policy)
             the_plan["datasets"] = check_datasets(the_plan["datasets_needed"], data_dir(args), download=False)
             print_plan(the_plan, args.json,
                        "" if args.json else "GPU shares apply on a cluster with GPUs; without GPUs every trial runs on CPU")
             return 0
-        the_plan = plan(sweep, store, policy)
-        if not args.skip_data_check:
-            the_plan["datasets"] = check_datasets(the_plan["datasets_needed"], data_dir(args), download=True)
-            missing = [why for why in the_plan["datasets"].values() if why != "ready"]
-            if missing:
-                print(f"error: {missing[0]} (or pass --skip-data-check if only the workers hold it)", file=sys.stderr)
-                return 1
-        where = connect(args)
-        import ray
-
-        policy = ResourcePolicy(cluster_has_gpus=ray.cluster_resources().get("GPU", 0) > 0,
-                                gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial)
-        the_plan["resources"] = resource_asks(the_plan["to_run_specs"], policy)  # now that the GPUs are known
-        if not args.json:
-            print_plan(the_plan, False, f"on {where}")
-        outcome = run_sweep(args, sweep, store, the_plan["to_run_specs"], policy)
+        if not args.keep_checkpoints:
+            free_finished_checkpoints(args.storage_path, the_plan["done_ids"])
+        outcome = {"sweep": sweep.name, "ran": 0, "seconds": 0.0, "errored": [], "interrupted": False}
+        if the_plan["to_run_specs"]:
+            if not args.skip_data_check:
+                the_plan["datasets"] = check_datasets(the_plan["datasets_needed"], data_dir(args), download=True)
+                missing = [why for why in the_plan["datasets"].values() if why != "ready"]
+                if missing:
+                    print(f"error: {missing[0]} (or pass --skip-data-check if only the workers hold it)", file=sys.stderr)
+                    return 1
+            outcome.update(launch(args, sweep, store, the_plan))
+        elif not args.json:
+            print_plan(the_plan, False, "")
     except (ValueError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished trials are in {args.store}; run the same command with --resume to continue "
-              f"the others from their checkpoints", file=sys.stderr)
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the message and the exit status, not a traceback
+        print("\n" + interrupted_message(args), file=sys.stderr)
         return 130
-    summary = summarize(sweep, store, outcome)
+    if outcome["interrupted"]:
+        print(interrupted_message(args), file=sys.stderr)
+        return 130
+    outcome["in_store_before"] = the_plan["done"]
+    summary = summarize({t.trial_id for t in the_plan["all_specs"]}, store, outcome)
     if args.json:
         print(json.dumps(summary))
+    elif not summary["ran"]:
+        print(f"{sweep.name}: all {summary['trials']} trials already in the store; nothing to run. "
+              f"store: {summary['store']}")
     else:
         location = summary["store"]
         for message, count in Counter(outcome["errored"]).most_common(5):
@@ -458,5 +488,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 1 if summary["errored"] else 0
 
 
+def shutdown_quietly() -> None:
+    """Stop this driver's Ray with Ctrl-C ignored: a second press during the shutdown would only print a traceback."""
+    import signal
+
+    import ray
+
+    if ray.is_initialized():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        ray.shutdown()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    shutdown_quietly()
+    sys.exit(code)
