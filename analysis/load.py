@@ -11,12 +11,8 @@ from typing import Dict, List, Tuple, Union
 
 import pandas as pd
 
+from common.vocabulary import DEFAULT_PRUNE_MODE, DEFAULT_PRUNE_SETTINGS, DEFAULT_SCHEDULE, DEFAULT_SCOPE, default_iterations
 from results_store import TABLES, ResultsStore, StoreError
-from trainables.specs import DEFAULT_SYNFLOW_ITERATIONS
-
-DEFAULT_PRUNE_MODE = "eval"
-DEFAULT_SCOPE = "global"
-DEFAULT_SCHEDULE = "exponential"
 
 
 @dataclass
@@ -42,17 +38,13 @@ def load_results(uri: Union[str, "os.PathLike[str]"]) -> Results:
     return Results(str(store), frames["trials"], frames["epochs"], frames["layers"], list(store.problems))
 
 
-def algorithm_default_iterations(algorithm: str) -> int:
-    return DEFAULT_SYNFLOW_ITERATIONS if algorithm == "synflow" else 1
-
-
 def most_common_iterations(trials: pd.DataFrame) -> Dict[str, int]:
     """Per algorithm, the iteration count with the most trials; ties go to the algorithm's default, else the fewest."""
     chosen = {}
     for algorithm, group in trials.groupby("algorithm", sort=True):
         counts = group["iterations"].value_counts()
         tied = sorted(int(i) for i in counts[counts == counts.max()].index)
-        default = algorithm_default_iterations(str(algorithm))
+        default = default_iterations(str(algorithm))
         chosen[str(algorithm)] = default if default in tied else tied[0]
     return chosen
 
@@ -76,8 +68,7 @@ def default_settings(trials: pd.DataFrame, same_training: bool = True) -> Tuple[
     restricted to its most common number of epochs, so a short smoke-test run
     is not averaged with the full recipe; untrained trials are kept.
     """
-    selected = trials[(trials["prune_mode"] == DEFAULT_PRUNE_MODE) & (trials["scope"] == DEFAULT_SCOPE)
-                      & (trials["schedule"] == DEFAULT_SCHEDULE)]
+    selected = with_default_prune_settings(trials)
     iterations = most_common_iterations(selected)
     wanted = selected["algorithm"].map(iterations)
     selected = selected[selected["iterations"] == wanted]
@@ -91,6 +82,15 @@ def default_settings(trials: pd.DataFrame, same_training: bool = True) -> Tuple[
         elif epochs:
             text += "; most common epochs per panel"
     return selected, text
+
+
+def with_default_prune_settings(trials: pd.DataFrame, except_for: str = "") -> pd.DataFrame:
+    """The trials whose scoring mode, scope and schedule are the defaults (all but the column `except_for`)."""
+    keep = pd.Series(True, index=trials.index)
+    for column, value in DEFAULT_PRUNE_SETTINGS.items():
+        if column != except_for:
+            keep &= trials[column] == value
+    return trials[keep]
 
 
 def restrict_to_common_training(trials: pd.DataFrame) -> pd.DataFrame:

@@ -7,7 +7,6 @@ and a figure made from the same store always agree.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import pandas as pd
 from analysis import tables
 from analysis.load import Results, default_settings, load_results
 from analysis.style import algorithm_order, format_ratio
+from common.cli import OneLineArgumentParser, program
 from results_store import StoreError
 
 
@@ -114,7 +114,7 @@ def summarize(results: Results) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.summary", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog=program("python -m analysis.summary", "prune-sweep-summary"), description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", required=True, help="results store: a directory or a pyarrow URI")
     parser.add_argument("--out", type=Path, help="write the markdown here instead of stdout")
     args = parser.parse_args(argv)

@@ -11,11 +11,12 @@ from typing import Iterable, List, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from analysis.load import default_settings, most_common_iterations, restrict_to_common_training
+from analysis.load import (default_settings, most_common_iterations, restrict_to_common_training,
+                           with_default_prune_settings)
 from analysis.style import algorithm_order
+from common.vocabulary import WEIGHT_KINDS
 
 PANEL = ["model", "dataset"]
-WEIGHT_KINDS = ("conv", "linear")
 ACCURACY_COLUMNS = ["top1_mean", "top1_min", "top1_max", "top1_std", "trials"]
 
 
@@ -144,10 +145,7 @@ def variant_curves(trials: pd.DataFrame, algorithms: Iterable[str], by: str) -> 
     (eval mode, global scope, exponential schedule, the most common iteration
     count) except the one compared.
     """
-    chosen = trials[trials["algorithm"].isin(list(algorithms)) & (trials["scope"] == "global")
-                    & (trials["schedule"] == "exponential")]
-    if by != "prune_mode":
-        chosen = chosen[chosen["prune_mode"] == "eval"]
+    chosen = with_default_prune_settings(trials[trials["algorithm"].isin(list(algorithms))], except_for=by)
     if by != "iterations":
         iterations = most_common_iterations(chosen)
         chosen = chosen[chosen["iterations"] == chosen["algorithm"].map(iterations)]

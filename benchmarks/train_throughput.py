@@ -32,10 +32,11 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no Tune tables between the f
 import torch
 import torch.nn.functional as F
 
+from plain_loader import plain_loader  # benchmarks/ is on sys.path when this file runs as a script
 from trainables import data
 from trainables.models import build_model
 from trainables.pruning import prune_model
-from trainables.specs import TrainSpec
+from trainables.specs import DataSpec, TrainSpec
 from trainables.training import Trainer
 
 CIFAR = (3, 32, 32)
@@ -48,7 +49,7 @@ def synthetic_images(count: int, shape, classes: int = 10, seed: int = 0):
 
 
 def cifar_like_info(shape):
-    info = data.dataset_info("cifar10")
+    info = data.dataset_info(DataSpec("cifar10"))
     return dataclasses.replace(info, input_shape=tuple(shape))
 
 
@@ -79,8 +80,8 @@ def ours_images_per_second(name, shape, device, batch_size, steps, warmup, preci
 
 def plain_images_per_second(name, shape, device, batch_size, steps, warmup, workers=4) -> float:
     images, labels = synthetic_images(max(batch_size * (steps + warmup), 2048), shape)
-    loader = data.plain_loader(images, labels, cifar_like_info(shape), batch_size, train=True, num_workers=workers,
-                               drop_last=True, persistent_workers=True)
+    loader = plain_loader(images, labels, cifar_like_info(shape), batch_size, train=True, num_workers=workers,
+                          drop_last=True, persistent_workers=True)
     model = build_model(name, shape, 10, seed=0).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     model.train()

@@ -13,25 +13,24 @@ import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from trainables.registry import Registry
-from trainables.specs import MAX_LEVELS, MAX_SEED, check_number, DataSpec, ModelSpec, PruneSpec, TrainSpec, TrialSpec
-from trainables.training import paper_recipe
+from common.registry import Registry
+from common.checks import check_number
+from common.vocabulary import DEFAULT_PRUNE_MODE
+from trainables.specs import MAX_LEVELS, MAX_SEED, DataSpec, ModelSpec, PruneSpec, TrainSpec, TrialSpec
+from trainables.training import FALLBACK_RECIPE, paper_recipe
 
 ALL_ALGORITHMS = ("synflow", "snip", "grasp", "magnitude", "random")
 DEFAULT_IMP_LEVELS = 3
 # A grid larger than this is a typo (10x the paper's fig6 grid is 23,400): refused before it is materialised.
 MAX_TRIALS = 100_000
 MAX_AXIS_VALUES = 10_000
-# For (model, dataset) pairs the paper trains no network on: its VGG/CIFAR recipe, said so in the plan.
-FALLBACK_RECIPE = TrainSpec(epochs=160, batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4,
-                            lr_drops=(60, 120), lr_drop_factor=0.1)
 
 
 @dataclass(frozen=True)
 class AlgorithmVariant:
     algorithm: str
     iterations: Optional[int] = None   # None: the algorithm's default (synflow 100, others 1)
-    mode: str = "eval"
+    mode: str = DEFAULT_PRUNE_MODE
     levels: int = 0                    # imp only
 
     def __post_init__(self) -> None:
@@ -72,8 +71,7 @@ class SweepSpec:
         for c in self.log10_compressions:
             PruneSpec("random", c)
         for s in self.seeds:
-            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-                raise ValueError(f"seeds must be integers >= 0, got {s!r}")
+            check_number("seed", s, 0, MAX_SEED, integer=True)
         self.recipe(self.models[0], self.datasets[0])
 
     def recipe_source(self, model: str, dataset: str) -> str:

@@ -44,7 +44,7 @@ def gpu_share(spec: TrialSpec) -> float:
 
 def trial_resources(spec: TrialSpec, policy: ResourcePolicy) -> Dict[str, float]:
     """{"CPU": n, "GPU": share} for one trial (no GPU key on a CPU-only cluster)."""
-    info = dataset_info(spec.data.name, spec.data.input_shape, spec.data.num_classes)
+    info = dataset_info(spec.data)
     cpus = policy.cpus_per_trial or (1.0 if info.tensor_resident else float(CPUS_FOR_FOLDER_DATA))
     gpus = 0.0
     if policy.cluster_has_gpus:

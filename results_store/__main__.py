@@ -8,36 +8,21 @@ input (an absent store, a bad option) or a store that cannot be changed.
 """
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import List, NoReturn, Optional
+from typing import List, Optional
 
+from common.cli import OneLineArgumentParser, positive_int, program
 from results_store.compaction import DEFAULT_ROWS_PER_PART
 from results_store.files import StoreError
 from results_store.store import ResultsStore
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, not usage plus a line
-        self.exit(2, f"error: {message}\n")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = _Parser(prog="python -m results_store", description="Maintain a Parquet results store.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    parser = OneLineArgumentParser(prog=program("python -m results_store", "prune-sweep-store"), description="Maintain a Parquet results store.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineArgumentParser)
     compact = commands.add_parser("compact", help="merge finished per-trial files into a few large parts per table")
     compact.add_argument("store", metavar="STORE", help="the store: a directory or a URI (s3://, gs://, file://)")
-    compact.add_argument("--rows-per-part", type=_positive, default=DEFAULT_ROWS_PER_PART, metavar="N",
+    compact.add_argument("--rows-per-part", type=positive_int, default=DEFAULT_ROWS_PER_PART, metavar="N",
                          help=f"at most N rows in any table's part (default {DEFAULT_ROWS_PER_PART:,})")
     args = parser.parse_args(argv)
     try:

@@ -50,6 +50,7 @@ SCHEMAS: Dict[str, pa.Schema] = {
         _field("density", pa.float64()),
         _field("collapsed", pa.bool_()),
         _field("prune_passes", pa.int64()),
+        _field("imp_trained_examples", pa.int64(), nullable=True),
         _field("prune_seconds", pa.float64()),
         _field("dense_flops", pa.int64()),
         _field("remaining_flops", pa.int64()),

@@ -15,7 +15,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from analysis import plots, summary, tables
+from analysis import accuracy_figures, plots, summary, tables
 from analysis.load import default_settings, load_results
 from results_store import ResultsStore
 
@@ -121,7 +121,7 @@ def test_accuracy_curves_are_per_group_mean_min_max_in_percent(results):
 def test_the_drawn_lines_and_bands_are_those_numbers(results):
     selected, caption = default_settings(results.trials)
     curves = tables.accuracy_curves(selected)
-    fig = plots.draw_accuracy(curves, tables.dense_reference(selected), ["cifar10", "cifar100"],
+    fig = accuracy_figures.draw_accuracy(curves, tables.dense_reference(selected), ["cifar10", "cifar100"],
                               ["resnet20", "vgg11_bn"], caption)
     panel = fig.axes[1]  # row cifar10, column vgg11_bn
     assert panel.get_title() == "vgg11_bn / cifar10"

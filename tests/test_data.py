@@ -12,8 +12,11 @@ import torchvision
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
+from benchmarks.plain_loader import make_plain_loader
 from trainables import data
-from trainables.registry import UnknownNameError
+from trainables.data import augment, sources
+from common.registry import UnknownNameError
+from trainables.specs import DataSpec
 
 
 @pytest.fixture(autouse=True)
@@ -38,13 +41,13 @@ def test_resolve_data_dir_prefers_option_then_env_then_default(tmp_path, monkeyp
 
 def test_dataset_info_reads_no_files(tmp_path, monkeypatch):
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
-    cifar100 = data.dataset_info("cifar100")
+    cifar100 = data.dataset_info(DataSpec("cifar100"))
     assert (cifar100.input_shape, cifar100.num_classes) == ((3, 32, 32), 100)
     assert (cifar100.augment, cifar100.crop_padding, cifar100.tensor_resident) == ("crop_flip", 4, True)
-    imagenet = data.dataset_info("imagenet")
+    imagenet = data.dataset_info(DataSpec("imagenet"))
     assert (imagenet.input_shape, imagenet.num_classes, imagenet.tensor_resident) == ((3, 224, 224), 1000, False)
-    assert data.dataset_info("tiny_imagenet").input_shape == (3, 64, 64)
-    assert data.dataset_info("mnist").input_shape == (1, 28, 28)
+    assert data.dataset_info(DataSpec("tiny_imagenet")).input_shape == (3, 64, 64)
+    assert data.dataset_info(DataSpec("mnist")).input_shape == (1, 28, 28)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -52,66 +55,67 @@ def test_every_registered_dataset_describes_itself():
     assert data.DATASETS.names() == ["cifar10", "cifar100", "digits", "imagenet", "mnist", "synthetic",
                                      "tiny_imagenet"]
     for name in data.DATASETS:
-        info = data.dataset_info(name)
+        info = data.dataset_info(DataSpec(name))
         assert info.name == name
         assert len(info.mean) == len(info.std) == info.input_shape[0]
 
 
 def test_unknown_dataset_lists_valid_names():
     with pytest.raises(UnknownNameError, match="cifar10.*digits"):
-        data.dataset_info("svhn")
+        data.dataset_info(DataSpec("svhn"))
 
 
 def test_shape_overrides_only_for_synthetic():
     with pytest.raises(ValueError, match="'cifar10'"):
-        data.dataset_info("cifar10", num_classes=5)
+        data.dataset_info(DataSpec("cifar10", num_classes=5))
     with pytest.raises(ValueError, match="size"):
-        data.load_tensors("digits", "train", size=10)
+        data.load_tensors(DataSpec("digits", size=10), "train")
     with pytest.raises(ValueError, match="split"):
-        data.load_tensors("digits", "validation")
-    info = data.dataset_info("synthetic", input_shape=(1, 5, 7), num_classes=3)
+        data.load_tensors(DataSpec("digits"), "validation")
+    info = data.dataset_info(DataSpec("synthetic", input_shape=(1, 5, 7), num_classes=3))
     assert (info.input_shape, info.num_classes, len(info.mean)) == ((1, 5, 7), 3, 1)
     with pytest.raises(ValueError, match="num_classes"):
-        data.dataset_info("synthetic", num_classes=1)
+        data.dataset_info(DataSpec("synthetic", num_classes=1))
 
 
 # ---------------------------------------------------------------------------------------------- digits, synthetic
 
 
 def test_digits_split_is_fixed_and_stratified():
-    x_train, y_train = data.load_tensors("digits", "train")
-    x_test, y_test = data.load_tensors("digits", "test")
+    x_train, y_train = data.load_tensors(DataSpec("digits"), "train")
+    x_test, y_test = data.load_tensors(DataSpec("digits"), "test")
     assert x_train.shape == (1347, 1, 8, 8) and x_test.shape == (450, 1, 8, 8)
     assert x_train.dtype == torch.uint8 and y_train.dtype == torch.int64
     assert int(x_train.max()) == 255 and int(x_train.min()) == 0
     per_class = torch.bincount(y_train, minlength=10) + torch.bincount(y_test, minlength=10)
     assert per_class.sum() == 1797
     assert torch.all((torch.bincount(y_test, minlength=10) - 0.25 * per_class).abs() <= 1)
-    again_x, again_y = data.load_tensors("digits", "test")
+    again_x, again_y = data.load_tensors(DataSpec("digits"), "test")
     assert torch.equal(again_x, x_test) and torch.equal(again_y, y_test)
 
 
 def test_digits_normalisation_constants_are_the_train_split_statistics():
-    x_train, _ = data.load_tensors("digits", "train")
+    x_train, _ = data.load_tensors(DataSpec("digits"), "train")
     pixels = x_train.double() / 255
-    info = data.dataset_info("digits")
+    info = data.dataset_info(DataSpec("digits"))
     assert pixels.mean().item() == pytest.approx(info.mean[0], abs=1e-4)
     assert pixels.std(unbiased=False).item() == pytest.approx(info.std[0], abs=1e-4)
 
 
 def test_synthetic_is_deterministic_balanced_and_class_dependent():
-    x, y = data.load_tensors("synthetic", "train", input_shape=(2, 6, 6), num_classes=4, size=40)
+    shaped = DataSpec("synthetic", input_shape=(2, 6, 6), num_classes=4, size=40)
+    x, y = data.load_tensors(shaped, "train")
     assert x.shape == (40, 2, 6, 6) and x.dtype == torch.uint8
     assert torch.bincount(y).tolist() == [10, 10, 10, 10]
-    x2, y2 = data.load_tensors("synthetic", "train", input_shape=(2, 6, 6), num_classes=4, size=40)
+    x2, y2 = data.load_tensors(shaped, "train")
     assert torch.equal(x, x2) and torch.equal(y, y2)
-    x_test, _ = data.load_tensors("synthetic", "test", input_shape=(2, 6, 6), num_classes=4, size=40)
+    x_test, _ = data.load_tensors(shaped, "test")
     assert x_test.shape[0] == 20
     # Nearest class mean predicts the label: there is something to learn.
     means = torch.stack([x[y == c].float().mean(0) for c in range(4)])
     nearest = torch.cdist(x.float().flatten(1), means.flatten(1)).argmin(1)
     assert (nearest == y).float().mean() > 0.9
-    default_x, default_y = data.load_tensors("synthetic", "test")
+    default_x, default_y = data.load_tensors(DataSpec("synthetic"), "test")
     assert default_x.shape == (256, 3, 32, 32) and default_y.max() == 9
 
 
@@ -120,13 +124,13 @@ def test_synthetic_is_deterministic_balanced_and_class_dependent():
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10", "cifar100"])
 def test_torchvision_dataset_absent_offline_names_dataset_and_directory(name, tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "DOWNLOAD_SOCKET_TIMEOUT_S", 5.0)
+    monkeypatch.setattr(sources, "DOWNLOAD_SOCKET_TIMEOUT_S", 5.0)
     with pytest.raises(data.DatasetMissingError) as absent:
-        data.load_tensors(name, "test", tmp_path, download=False)
+        data.load_tensors(DataSpec(name), "test", tmp_path, download=False)
     assert name in str(absent.value) and str(tmp_path) in str(absent.value)
     assert isinstance(absent.value, FileNotFoundError)
     with pytest.raises(data.DatasetMissingError) as failed:  # no network here: the download fails cleanly
-        data.load_tensors(name, "test", tmp_path, download=True)
+        data.load_tensors(DataSpec(name), "test", tmp_path, download=True)
     assert name in str(failed.value) and str(tmp_path) in str(failed.value)
     assert "download failed" in str(failed.value)
 
@@ -146,7 +150,7 @@ def test_mnist_in_torchvision_layout_loads_as_nchw(tmp_path):
     for prefix in ("train", "t10k"):
         _write_idx(raw / f"{prefix}-images-idx3-ubyte", images[prefix])
         _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels[prefix])
-    x, y = data.load_tensors("mnist", "test", tmp_path, download=False)
+    x, y = data.load_tensors(DataSpec("mnist"), "test", tmp_path, download=False)
     assert x.shape == (3, 1, 28, 28) and x.dtype == torch.uint8
     assert torch.equal(x[:, 0], torch.from_numpy(images["t10k"].astype(np.uint8)))
     assert y.tolist() == [7, 8, 5]
@@ -177,7 +181,8 @@ def test_cifar10_pickled_batches_convert_to_nchw(tmp_path):
         test_list = [["test_batch", md5["test_batch"]]]
         meta = {"filename": "batches.meta", "key": "label_names", "md5": md5["batches.meta"]}
 
-    source = data.TorchvisionSource(data.dataset_info("cifar10"), FakeChecksumCIFAR10, "cifar-10-batches-py")
+    source = sources.TorchvisionSource(data.dataset_info(DataSpec("cifar10")), FakeChecksumCIFAR10,
+                                       "cifar-10-batches-py")
     x, y = source.load("train", tmp_path, False, source.info, None)
     rows = np.concatenate([written[f"data_batch_{i}"][0] for i in range(1, 6)])
     assert x.shape == (10, 3, 32, 32) and x.dtype == torch.uint8
@@ -185,7 +190,7 @@ def test_cifar10_pickled_batches_convert_to_nchw(tmp_path):
     assert y.tolist() == sum((written[f"data_batch_{i}"][1] for i in range(1, 6)), [])
     # The real loader sees checksums that are not CIFAR-10's: absent, not silently wrong.
     with pytest.raises(data.DatasetMissingError, match="cifar10"):
-        data.load_tensors("cifar10", "train", tmp_path, download=False)
+        data.load_tensors(DataSpec("cifar10"), "train", tmp_path, download=False)
 
 
 # ---------------------------------------------------------------------------------------------- tiny imagenet
@@ -215,25 +220,25 @@ def _write_tiny_imagenet(root):
 
 def test_tiny_imagenet_folder_loads_labels_and_caches(tmp_path):
     base = _write_tiny_imagenet(tmp_path)
-    x, y = data.load_tensors("tiny_imagenet", "train", tmp_path, download=False)
+    x, y = data.load_tensors(DataSpec("tiny_imagenet"), "train", tmp_path, download=False)
     assert x.shape == (12, 3, 64, 64) and x.dtype == torch.uint8
     assert y.tolist() == [0] * 4 + [1] * 4 + [2] * 4
     red = x[:, 0].float().mean((1, 2))
     assert torch.allclose(red, torch.tensor([40.0 * (c + 1) + i for c in range(3) for i in range(4)]), atol=2)
-    x_val, y_val = data.load_tensors("tiny_imagenet", "test", tmp_path, download=False)
+    x_val, y_val = data.load_tensors(DataSpec("tiny_imagenet"), "test", tmp_path, download=False)
     assert y_val.tolist() == [1, 2, 0, 2, 1, 0]  # from val_annotations.txt, n01 -> 0
     assert torch.allclose(x_val[:, 0].float().mean((1, 2)), 40.0 * (y_val.float() + 1), atol=2)
     # The decoded tensors are cached: later loads need no JPEGs.
     for jpeg in base.rglob("*.JPEG"):
         jpeg.unlink()
-    cached_x, cached_y = data.load_tensors("tiny_imagenet", "train", tmp_path, download=False)
+    cached_x, cached_y = data.load_tensors(DataSpec("tiny_imagenet"), "train", tmp_path, download=False)
     assert torch.equal(cached_x, x) and torch.equal(cached_y, y)
     assert sorted(p.name for p in base.glob(".cache_*")) == [".cache_test.pt", ".cache_train.pt"]
 
 
 def test_tiny_imagenet_absent_names_directory(tmp_path):
     with pytest.raises(data.DatasetMissingError) as absent:
-        data.load_tensors("tiny_imagenet", "train", tmp_path, download=False)
+        data.load_tensors(DataSpec("tiny_imagenet"), "train", tmp_path, download=False)
     assert "tiny_imagenet" in str(absent.value) and str(tmp_path / "tiny-imagenet-200") in str(absent.value)
 
 
@@ -249,32 +254,32 @@ def _write_imagenet(root, per_class=3):
 
 def test_imagenet_folder_batches_are_deterministic_and_worker_independent(tmp_path):
     _write_imagenet(tmp_path)
-    batches = data.train_batches("imagenet", tmp_path, 4, "cpu", seed=3, epoch=1, num_workers=0)
+    batches = data.train_batches(DataSpec("imagenet"), tmp_path, 4, "cpu", seed=3, epoch=1, num_workers=0)
     assert isinstance(batches, data.FolderBatches) and len(batches) == 2
     first = list(batches)
     assert [x.shape for x, _ in first] == [(4, 3, 224, 224), (2, 3, 224, 224)]
     assert sorted(torch.cat([y for _, y in first]).tolist()) == [0, 0, 0, 1, 1, 1]
-    again = list(data.train_batches("imagenet", tmp_path, 4, "cpu", seed=3, epoch=1, num_workers=2))
+    again = list(data.train_batches(DataSpec("imagenet"), tmp_path, 4, "cpu", seed=3, epoch=1, num_workers=2))
     for (x, y), (x2, y2) in zip(first, again):
         assert torch.equal(x, x2) and torch.equal(y, y2)
-    test = list(data.test_batches("imagenet", tmp_path, 4, "cpu", num_workers=0))
+    test = list(data.test_batches(DataSpec("imagenet"), tmp_path, 4, "cpu", num_workers=0))
     assert torch.cat([y for _, y in test]).tolist() == [0, 0, 0, 1, 1, 1]
     # A solid image stays solid through Resize + CenterCrop: normalised (value / 255 - mean) / std.
-    info = data.dataset_info("imagenet")
+    info = data.dataset_info(DataSpec("imagenet"))
     expected_red = (torch.tensor([0.0, 10, 20, 60, 70, 80]) / 255 - info.mean[0]) / info.std[0]
     observed_red = torch.cat([x for x, _ in test])[:, 0].mean((1, 2))
     assert torch.allclose(observed_red, expected_red, atol=0.05)
     with pytest.raises(ValueError, match="batch by batch"):
-        data.load_tensors("imagenet", "train", tmp_path)
+        data.load_tensors(DataSpec("imagenet"), "train", tmp_path)
 
 
-def test_imagenet_pruning_batches_and_missing_folder(tmp_path):
+def test_imagenet_scoring_batches_and_missing_folder(tmp_path):
     _write_imagenet(tmp_path)
-    batches = data.pruning_batches("imagenet", tmp_path, 2, 3, "cpu", seed=0, num_workers=0)
+    batches = data.scoring_batches(DataSpec("imagenet"), tmp_path, 2, 3, "cpu", seed=0, num_workers=0)
     labels = torch.cat([y for _, y in batches])
     assert torch.bincount(labels, minlength=1000)[:2].tolist() == [2, 2] and labels.numel() == 4
     with pytest.raises(data.DatasetMissingError) as absent:
-        data.train_batches("imagenet", tmp_path / "elsewhere", 4, "cpu", 0, 0)
+        data.train_batches(DataSpec("imagenet"), tmp_path / "elsewhere", 4, "cpu", 0, 0)
     assert "imagenet" in str(absent.value) and str(tmp_path / "elsewhere") in str(absent.value)
 
 
@@ -283,31 +288,28 @@ def test_imagenet_pruning_batches_and_missing_folder(tmp_path):
 
 def test_crop_flip_by_hand():
     image = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4) + 1
-    params = data.CropFlip(torch.tensor([0]), torch.tensor([2]), torch.tensor([True]))
+    params = augment.CropFlip(torch.tensor([0]), torch.tensor([2]), torch.tensor([True]))
     # pad 1 -> 6x6 with zeros; rows 0..3 / cols 2..5 of the padded image, then mirrored.
     expected = torch.tensor([[0, 0, 0, 0],
                              [0, 4, 3, 2],
                              [0, 8, 7, 6],
                              [0, 12, 11, 10]], dtype=torch.uint8)
-    assert torch.equal(data.crop_flip(image, 1, params)[0, 0], expected)
+    assert torch.equal(augment.crop_flip(image, 1, params)[0, 0], expected)
 
 
-def test_augment_batch_matches_torchvision_crop_and_flip():
-    info = data.dataset_info("cifar10")
+def test_crop_flip_matches_torchvision_crop_and_flip():
     images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    out = data.augment_batch(images, info, torch.Generator().manual_seed(5))
-    params = data.draw_crop_flip(64, 4, torch.Generator().manual_seed(5))
+    params = augment.draw_crop_flip(64, 4, torch.Generator().manual_seed(5))
+    out = augment.crop_flip(images, 4, params)
     for i in range(64):
         crop = TF.crop(TF.pad(images[i], [4], fill=0), int(params.top[i]), int(params.left[i]), 32, 32)
         expected = TF.horizontal_flip(crop) if params.flip[i] else crop
         assert torch.equal(out[i], expected)
     assert not torch.equal(out, images)
-    unchanged = images[:, :1, :8, :8]
-    assert torch.equal(data.augment_batch(unchanged, data.dataset_info("digits"), torch.Generator()), unchanged)
 
 
 def test_crop_offsets_uniform_range_and_flip_half_the_time():
-    params = data.draw_crop_flip(4000, 4, torch.Generator().manual_seed(0))
+    params = augment.draw_crop_flip(4000, 4, torch.Generator().manual_seed(0))
     assert set(params.top.tolist()) == set(range(9)) == set(params.left.tolist())
     assert abs(params.flip.float().mean().item() - 0.5) < 0.04
 
@@ -319,12 +321,12 @@ def _indexed_dataset(count=50):
     """Images whose pixels encode their index, in a dataset without augmentation."""
     images = torch.arange(count, dtype=torch.uint8).view(count, 1, 1, 1).expand(count, 1, 8, 8).contiguous()
     labels = torch.arange(count) % 10
-    return images, labels, data.dataset_info("digits")
+    return images, labels, data.dataset_info(DataSpec("digits"))
 
 
 def test_tensor_batches_are_a_pure_function_of_seed_and_epoch():
-    x, y = data.load_tensors("synthetic", "train", size=64)
-    info = data.dataset_info("synthetic")
+    x, y = data.load_tensors(DataSpec("synthetic", size=64), "train")
+    info = data.dataset_info(DataSpec("synthetic"))
     info = data.DatasetInfo(**{**info.__dict__, "augment": "crop_flip", "crop_padding": 4})
 
     def epoch(seed, number):
@@ -368,35 +370,37 @@ def test_test_split_batches_are_in_order_and_normalised():
 
 
 def test_train_and_test_batches_load_once_per_process_until_cleared():
-    first = data.train_batches("digits", None, 128, "cpu", seed=0, epoch=0)
-    second = data.train_batches("digits", None, 128, "cpu", seed=0, epoch=1)
+    first = data.train_batches(DataSpec("digits"), None, 128, "cpu", seed=0, epoch=0)
+    second = data.train_batches(DataSpec("digits"), None, 128, "cpu", seed=0, epoch=1)
     assert first.images is second.images
-    assert len(first) == 11 and len(data.test_batches("digits", None, 100, "cpu")) == 5
+    assert len(first) == 11 and len(data.test_batches(DataSpec("digits"), None, 100, "cpu")) == 5
     data.clear_cache()
-    assert data.train_batches("digits", None, 128, "cpu", seed=0, epoch=0).images is not first.images
+    assert data.train_batches(DataSpec("digits"), None, 128, "cpu", seed=0, epoch=0).images is not first.images
 
 
-# ---------------------------------------------------------------------------------------------- pruning batches
+# ---------------------------------------------------------------------------------------------- scoring batches
 
 
-def test_pruning_batches_are_exactly_class_balanced_and_seeded():
-    batches = data.pruning_batches("digits", None, examples_per_class=7, batch_size=16, device="cpu", seed=4)
+def test_scoring_batches_are_exactly_class_balanced_and_seeded():
+    batches = data.scoring_batches(DataSpec("digits"), None, examples_per_class=7, batch_size=16, device="cpu",
+                                   seed=4)
     assert [len(y) for _, y in batches] == [16, 16, 16, 16, 6]
     labels = torch.cat([y for _, y in batches])
     assert torch.bincount(labels, minlength=10).tolist() == [7] * 10
     x = torch.cat([b for b, _ in batches])
-    train_x, _ = data.load_tensors("digits", "train")
-    train_normalised = data.normalise(train_x, data.dataset_info("digits")).flatten(1)
+    train_x, _ = data.load_tensors(DataSpec("digits"), "train")
+    train_normalised = augment.Normaliser(data.dataset_info(DataSpec("digits")), "cpu")(train_x).flatten(1)
     distance = (x.flatten(1)[:, None] - train_normalised[None]).abs().amax(-1).min(1).values
     assert distance.max() < 1e-5  # every example is an unaugmented train image
-    again = torch.cat([y for _, y in data.pruning_batches("digits", None, 7, 16, "cpu", seed=4)])
-    other = torch.cat([y for _, y in data.pruning_batches("digits", None, 7, 16, "cpu", seed=5)])
+    again = torch.cat([y for _, y in data.scoring_batches(DataSpec("digits"), None, 7, 16, "cpu", seed=4)])
+    other = torch.cat([y for _, y in data.scoring_batches(DataSpec("digits"), None, 7, 16, "cpu", seed=5)])
     assert torch.equal(again, labels) and not torch.equal(other, labels)
 
 
-def test_pruning_batches_take_what_a_small_class_has():
-    _, y = data.load_tensors("synthetic", "train", num_classes=10, size=25)
-    batches = data.pruning_batches("synthetic", None, 3, 100, "cpu", 0, num_classes=10, size=25)
+def test_scoring_batches_take_what_a_small_class_has():
+    small = DataSpec("synthetic", num_classes=10, size=25)
+    _, y = data.load_tensors(small, "train")
+    batches = data.scoring_batches(small, None, 3, 100, "cpu", 0)
     counts = torch.bincount(torch.cat([b for _, b in batches]), minlength=10)
     assert torch.equal(counts, torch.bincount(y, minlength=10).clamp(max=3))
     assert counts.tolist().count(2) == 5  # 25 examples over 10 classes: five classes have only 2
@@ -406,9 +410,11 @@ def test_pruning_batches_take_what_a_small_class_has():
 
 
 def test_plain_loader_matches_tensor_batches_on_the_test_split():
-    plain = data.make_plain_loader("digits", None, 100, train=False, num_workers=0)
-    fast = data.test_batches("digits", None, 100, "cpu")
+    plain = make_plain_loader(DataSpec("digits"), None, 100, train=False, num_workers=0)
+    fast = data.test_batches(DataSpec("digits"), None, 100, "cpu")
     for (a, ay), (b, by) in zip(plain, fast):
         assert torch.allclose(a, b, atol=1e-5) and torch.equal(ay, by)
-    train_labels = torch.cat([y for _, y in data.make_plain_loader("digits", None, 500, train=True, num_workers=0)])
-    assert torch.equal(torch.bincount(train_labels), torch.bincount(data.load_tensors("digits", "train")[1]))
+    train_labels = torch.cat([y for _, y in make_plain_loader(DataSpec("digits"), None, 500, train=True,
+                                                              num_workers=0)])
+    assert torch.equal(torch.bincount(train_labels),
+                       torch.bincount(data.load_tensors(DataSpec("digits"), "train")[1]))

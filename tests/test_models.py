@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from trainables.models import MODELS, build_model
-from trainables.registry import UnknownNameError
+from common.registry import UnknownNameError
 
 CIFAR = (3, 32, 32)
 TINY_IMAGENET = (3, 64, 64)

@@ -352,7 +352,7 @@ def test_residual_projections_are_opt_in():
 # ---------------------------------------------------------------- the prune-only command
 
 def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "trainables.prune", *args], capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, "-m", "trainables.prune_one", *args], capture_output=True, text=True, env=env)
 
 
 def test_cli_json_reports_exact_totals_and_layers_without_any_dataset(tmp_path):
@@ -386,7 +386,7 @@ def test_cli_table_and_default_iterations():
     (["--scope", "layer"], "unknown scope 'layer'; valid scopes: global, local"),
 ])
 def test_cli_bad_input_is_one_line_with_exit_code_2(args, needle, capsys):
-    from trainables.prune import main
+    from trainables.prune_one import main
 
     try:  # in this process: the CLI's own checks, without a torch import per case
         code = main(["--model", "mlp", "--dataset", "digits", *args])

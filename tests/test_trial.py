@@ -8,12 +8,13 @@ import torch
 
 from trainables import data
 from trainables.models import build_model
-from trainables.prune import initial_model
+from trainables.initial_prune import initial_model
 from trainables.pruning import prune_model
 from trainables.specs import DataSpec, ModelSpec, PruneSpec, TrainSpec, TrialSpec
 from fault_injection import trial_failing_once
 from trainables.checkpoints import TrialCheckpoints
 from trainables.imp import imp_prune
+from trainables.record import trial_row
 from trainables.trial import run_trial
 
 
@@ -151,7 +152,15 @@ def test_imp_rewinds_surviving_weights_to_their_initial_values():
     # The mask came from trained weights: it differs from magnitude pruning at initialization.
     at_init = prune_model(build_model("mlp", (1, 8, 8), 10, seed=0), "magnitude", 10.0, (1, 8, 8))
     assert any(not torch.equal(at_init.masks.mask(n), result.masks.mask(n)) for n in result.masks.names)
-    assert result.prune_passes == 2 * 2 * len(data.load_tensors("digits", "train")[1])
+    assert result.prune_passes == 0  # magnitude scoring runs no network pass; the training is counted apart:
+    assert result.trained_examples == 2 * 2 * len(data.load_tensors(DataSpec("digits"), "train")[1])
+    # In the store: IMP's training in its own column, never counted as pruning passes; null for pruning at init.
+    cpu = torch.device("cpu")
+    row = trial_row({}, spec, result.summary(), [], "completed", 0.0, cpu, "fp32", 0.0, {"CPU": 1})
+    assert (row["prune_passes"], row["imp_trained_examples"]) == (0, result.trained_examples)
+    row = trial_row({}, digits_spec(algorithm="magnitude", log10=1.0), at_init.summary(), [], "completed", 0.0, cpu,
+                    "fp32", 0.0, {"CPU": 1})
+    assert row["imp_trained_examples"] is None
 
 
 def test_every_algorithm_starts_from_the_same_initial_weights_at_one_seed():

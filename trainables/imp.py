@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from trainables import data
-from trainables.prune import prune_at_init
+from trainables.initial_prune import prune_at_init
 from trainables.pruning import Masks, PruneResult
 from trainables.specs import TrialSpec
 from trainables.training import Trainer
@@ -30,9 +30,7 @@ def fresh_imp_state(model: nn.Module) -> Dict[str, Any]:
 
 
 def train_batches(spec: TrialSpec, data_dir, device, epoch: int):
-    d = spec.data
-    return data.train_batches(d.name, data_dir, spec.train.batch_size, device, spec.seed, epoch,
-                              input_shape=d.input_shape, num_classes=d.num_classes, size=d.size)
+    return data.train_batches(spec.data, data_dir, spec.train.batch_size, device, spec.seed, epoch)
 
 
 def count_examples(batches) -> int:
@@ -75,5 +73,5 @@ def imp_prune(model: nn.Module, spec: TrialSpec, info, device, data_dir=None,
         state.update(level=level + 1, epoch=0, trainer=None, masks=masks.state_dict())
     assert result is not None
     result.prune_seconds = time.perf_counter() - start
-    result.prune_passes = state["trained_examples"]
+    result.trained_examples = state["trained_examples"]
     return result

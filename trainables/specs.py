@@ -17,29 +17,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
-SCHEDULES = ("exponential", "linear")
-SCOPES = ("global", "local")
-PRUNE_MODES = ("eval", "train")
-PRECISIONS = ("auto", "fp32", "bf16")
-DEFAULT_SYNFLOW_ITERATIONS = 100
+from common.checks import check_choice, check_number
+from common.vocabulary import (DEFAULT_PRUNE_MODE, DEFAULT_SCHEDULE, DEFAULT_SCOPE, PRECISIONS, PRUNE_MODES,
+                               SCHEDULES, SCOPES, default_iterations)
 
-
-def _choice(what: str, value: Any, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"unknown {what} {value!r}; valid {what}s: {', '.join(map(str, choices))}")
-
-
-def check_number(what: str, value: Any, minimum: float, maximum: float, integer: bool = False) -> None:
-    """The one range check of the descriptions: finite, within [minimum, maximum], an int where asked."""
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not minimum <= value <= maximum:
-        kind = "an integer" if integer else "a finite number"
-        raise ValueError(f"{what} must be {kind} in [{minimum:g}, {maximum:g}], got {value!r}")
 
 
 # Bounds on every number of a description: generous for research, small enough that a typo fails at once.
@@ -109,9 +94,9 @@ class PruneSpec:
     algorithm: str
     log10_compression: float = 0.0
     iterations: Optional[int] = None
-    schedule: str = "exponential"
-    scope: str = "global"
-    mode: str = "eval"
+    schedule: str = DEFAULT_SCHEDULE
+    scope: str = DEFAULT_SCOPE
+    mode: str = DEFAULT_PRUNE_MODE
     prune_bias: bool = False
     prune_batchnorm: bool = False
     prune_residual: bool = False
@@ -122,20 +107,14 @@ class PruneSpec:
         from trainables.pruning.algorithms import ALGORITHMS
 
         ALGORITHMS.check(self.algorithm)
-        if isinstance(self.log10_compression, bool) or not isinstance(self.log10_compression, (int, float)) \
-                or not math.isfinite(self.log10_compression) or not 0 <= self.log10_compression <= MAX_LOG10_COMPRESSION:
-            raise ValueError(
-                f"log10_compression must be a finite number in [0, {MAX_LOG10_COMPRESSION:g}] (compression >= 1), "
-                f"got {self.log10_compression!r}"
-            )
+        check_number("log10_compression", self.log10_compression, 0, MAX_LOG10_COMPRESSION)
         object.__setattr__(self, "log10_compression", round(float(self.log10_compression), 6))
         if self.iterations is None:
-            default = DEFAULT_SYNFLOW_ITERATIONS if self.algorithm == "synflow" else 1
-            object.__setattr__(self, "iterations", default)
+            object.__setattr__(self, "iterations", default_iterations(self.algorithm))
         check_number("iterations", self.iterations, 1, MAX_ITERATIONS, integer=True)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("scope", self.scope, SCOPES)
-        _choice("prune mode", self.mode, PRUNE_MODES)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("scope", self.scope, SCOPES)
+        check_choice("prune mode", self.mode, PRUNE_MODES)
         check_number("examples_per_class", self.examples_per_class, 1, MAX_EXAMPLES_PER_CLASS, integer=True)
         if self.algorithm == "imp":
             check_number("levels (imp)", self.levels, 1, MAX_LEVELS, integer=True)
@@ -177,7 +156,7 @@ class TrainSpec:
         check_number("lr_drop_factor", self.lr_drop_factor, 0, sys.float_info.max)
         if list(self.lr_drops) != sorted(self.lr_drops) or any(not 1 <= d <= MAX_EPOCHS for d in self.lr_drops):
             raise ValueError(f"lr_drops must be increasing epochs in [1, {MAX_EPOCHS}], got {list(self.lr_drops)}")
-        _choice("precision", self.precision, PRECISIONS)
+        check_choice("precision", self.precision, PRECISIONS)
 
 
 @dataclass(frozen=True)

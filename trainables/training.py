@@ -42,6 +42,10 @@ def paper_recipe(model: str, dataset: str, **overrides) -> TrainSpec:
     raise ValueError(f"the paper gives no recipe for {model}/{dataset}; known: {', '.join(known)}")
 
 
+# For (model, dataset) pairs the paper trains no network on: its VGG/CIFAR recipe (the sweep's plan says so).
+FALLBACK_RECIPE = paper_recipe("vgg16_bn", "cifar10")
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """`auto` is bf16 autocast on CUDA (fast) and the exact fp32 recipe elsewhere."""
     if precision == "auto":

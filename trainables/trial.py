@@ -29,7 +29,7 @@ from trainables import data
 from trainables.checkpoints import TrialCheckpoints, rng_state, set_rng_state
 from trainables.imp import fresh_imp_state, imp_prune, train_batches
 from trainables.memory import ShareTooSmallError
-from trainables.prune import initial_model, prune_at_init
+from trainables.initial_prune import initial_model, prune_at_init
 from trainables.pruning import Masks
 from trainables.pruning.algorithms import ALGORITHMS
 from trainables.record import trial_row, write_once
@@ -82,9 +82,7 @@ class Setting:
     def batches(self, epoch: int, train: bool):
         if train:
             return train_batches(self.spec, self.data_dir, self.device, epoch)
-        d = self.spec.data
-        return data.test_batches(d.name, self.data_dir, self.spec.train.batch_size, self.device,
-                                 input_shape=d.input_shape, num_classes=d.num_classes, size=d.size)
+        return data.test_batches(self.spec.data, self.data_dir, self.spec.train.batch_size, self.device)
 
 
 @dataclass
@@ -107,9 +105,7 @@ def refuse_if_over_share(model: nn.Module, setting: Setting, info) -> None:
     spec = setting.spec
     dataset_bytes = 0
     if info.tensor_resident:
-        images, _ = data.device_tensors(spec.data.name, "train", setting.data_dir, "cpu",
-                                        input_shape=spec.data.input_shape, num_classes=spec.data.num_classes,
-                                        size=spec.data.size)
+        images, _ = data.device_tensors(spec.data, "train", setting.data_dir, "cpu")
         dataset_bytes = int(images.numel() * 1.2)  # train + test split, uint8
     estimate = estimate_training_memory(model, info.input_shape, spec.train.batch_size, setting.precision, dataset_bytes)
     total = torch.cuda.get_device_properties(setting.device).total_memory

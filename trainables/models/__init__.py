@@ -7,29 +7,16 @@ worker, or resumed, starts from the same network.
 """
 from __future__ import annotations
 
-import operator
 from typing import Sequence
 
 import torch
 from torch import nn
 
+from common.checks import integer_at_least
 from trainables.models import imagenet, resnet, small, vgg  # noqa: F401  (fill MODELS)
 from trainables.models.common import MODELS, ModelConstructor
 
 __all__ = ["MODELS", "ModelConstructor", "build_model"]
-
-
-def _integer_at_least(what: str, value: object, minimum: int) -> int:
-    """`value` as a Python int (numpy integers welcome), if it is one >= minimum."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        number = operator.index(value)
-    except TypeError:
-        number = None
-    if number is None or number < minimum:
-        raise ValueError(f"{what} must be an integer >= {minimum}, got {value!r}")
-    return number
 
 
 def build_model(name: str, input_shape: Sequence[int], num_classes: int, seed: int) -> nn.Module:
@@ -43,8 +30,8 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, seed: i
     state is unchanged afterwards.
     """
     constructor = MODELS[name]
-    num_classes = _integer_at_least("num_classes", num_classes, 1)
-    seed = _integer_at_least("seed", seed, 0)
+    num_classes = integer_at_least("num_classes", num_classes, 1)
+    seed = integer_at_least("seed", seed, 0)
     shape = tuple(input_shape)
     default_dtype = torch.get_default_dtype()
     with torch.random.fork_rng(devices=[]), torch.device("cpu"):

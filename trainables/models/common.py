@@ -12,7 +12,7 @@ from typing import Callable, Sequence, Tuple
 
 from torch import nn
 
-from trainables.registry import Registry
+from common.registry import Registry
 
 ModelConstructor = Callable[[Tuple[int, ...], int], nn.Module]
 

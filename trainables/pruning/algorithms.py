@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trainables.pruning.scores import SCORERS
-from trainables.registry import Registry
+from common.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,22 @@
 """The pruning schedule: score, cut to an exact count, repeat for `iterations` rounds."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from common.checks import check_choice
+from common.vocabulary import (DEFAULT_PRUNE_MODE, DEFAULT_SCHEDULE, DEFAULT_SCOPE, PRUNE_MODES, SCHEDULES,
+                               SCOPES)
 from trainables.pruning.masks import Masks, apportion, keep_top
 from trainables.pruning.metrics import LayerStat, collapsed, layer_stats, macs, stats_as_rows
 from trainables.pruning.params import PrunableParam, prunable_parameters
-from trainables.pruning.scores import SCORERS, Batches, ScoreInputs
+from trainables.pruning.scores import SCORERS, Batches, Scorer, ScoreInputs
 
 
 def density_schedule(compression: float, iterations: int, schedule: str) -> List[float]:
@@ -22,7 +26,8 @@ def density_schedule(compression: float, iterations: int, schedule: str) -> List
         return [compression ** (-k / n) for k in range(1, n + 1)]
     if schedule == "linear":
         return [1.0 - (1.0 - 1.0 / compression) * k / n for k in range(1, n + 1)]
-    raise ValueError(f"unknown schedule {schedule!r}; valid schedules: exponential, linear")
+    check_choice("schedule", schedule, SCHEDULES)
+    raise AssertionError(f"schedule {schedule!r} has no density rule")
 
 
 def target_count(prunable: int, compression: float) -> int:
@@ -49,6 +54,7 @@ class PruneResult:
     prune_seconds: float
     dense_flops: int
     remaining_flops: int
+    trained_examples: Optional[int] = None  # examples trained to reach these masks (IMP); None when pruned at init
 
     @property
     def density(self) -> float:
@@ -66,6 +72,7 @@ class PruneResult:
             "prune_seconds": self.prune_seconds,
             "dense_flops": self.dense_flops,
             "remaining_flops": self.remaining_flops,
+            "trained_examples": self.trained_examples,
             "layers": stats_as_rows(self.layers),
         }
 
@@ -76,85 +83,121 @@ def _zero(param: torch.Tensor, flat_indices: torch.Tensor) -> None:
         param.data.view(-1).index_fill_(0, flat_indices, 0)
 
 
-def prune_model(
-    model: nn.Module,
-    algorithm: str,
-    compression: float,
-    input_shape: Sequence[int],
-    *,
-    iterations: int = 1,
-    schedule: str = "exponential",
-    scope: str = "global",
-    mode: str = "eval",
-    prune_bias: bool = False,
-    prune_batchnorm: bool = False,
-    prune_residual: bool = False,
-    batches: Optional[Callable[[], Batches]] = None,
-    seed: int = 0,
-    masks: Optional[Masks] = None,
-) -> PruneResult:
-    """Prune `model` in place to exactly round(prunable / compression) weights.
+def scoring_passes(scorer: Scorer, iterations: int, examples: int) -> int:
+    """Forward/backward passes a prune costs: the pruner reports it, the sweep's plan estimates it.
 
-    `batches` is called only by scorers that need data, so SynFlow, magnitude
-    and random never touch a dataset. Passing existing `masks` continues from
-    them (already-pruned weights stay pruned), as IMP's levels do.
+    A data-free scorer that runs the network (SynFlow) passes one all-ones input per round.
     """
-    scorer = SCORERS[algorithm]
+    if scorer.passes_per_example and not scorer.needs_data:
+        examples = 1
+    return iterations * examples * scorer.passes_per_example
+
+
+@dataclass(frozen=True)
+class CutPlan:
+    """How many weights each round keeps: globally, or per layer when the scope is local."""
+
+    compression: float
+    densities: List[float]          # density after each round
+    prunable: int                   # weights under masks at the start
+    final_keep: int                 # exactly round(prunable / compression)
+    final_shares: Optional[List[int]]  # per-layer final counts (local scope), else None
+
+    @classmethod
+    def make(cls, masks: Masks, params: Sequence[PrunableParam], compression: float, iterations: int,
+             schedule: str, scope: str) -> "CutPlan":
+        prunable = masks.total()
+        final_keep = target_count(prunable, compression)
+        if final_keep > masks.remaining():
+            raise ValueError(f"cannot keep {final_keep} weights: only {masks.remaining()} are still unpruned")
+        shares = apportion(final_keep, [p.size for p in params]) if scope == "local" else None
+        return cls(compression, density_schedule(compression, iterations, schedule), prunable, final_keep, shares)
+
+    @property
+    def rounds(self) -> int:
+        return len(self.densities)
+
+    def keep_flags(self, round_: int, candidates: torch.Tensor, alive_scores: Sequence[torch.Tensor],
+                   params: Sequence[PrunableParam], remaining: int) -> List[torch.Tensor]:
+        """Per layer, which alive weights round `round_` (1-based) keeps."""
+        last = round_ == self.rounds
+        density = self.densities[round_ - 1]
+        if self.final_shares is None:
+            keep = self.final_keep if last else max(self.final_keep, round(self.prunable * density))
+            kept_all = keep_top(candidates, min(keep, remaining))
+            return list(torch.split(kept_all, [s.numel() for s in alive_scores]))
+        kept = []
+        for p, s, share in zip(params, alive_scores, self.final_shares):
+            layer_keep = share if last else max(share, round(p.size * density))
+            kept.append(keep_top(s, min(layer_keep, s.numel())))
+        return kept
+
+
+def check_settings(iterations: int, schedule: str, scope: str, mode: str) -> None:
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
-    if scope not in ("global", "local"):
-        raise ValueError(f"unknown scope {scope!r}; valid scopes: global, local")
-    if mode not in ("eval", "train"):
-        raise ValueError(f"unknown prune mode {mode!r}; valid prune modes: eval, train")
-    params = prunable_parameters(model, input_shape, prune_bias, prune_batchnorm, prune_residual)
-    named = dict(model.named_parameters())
-    if masks is None:
-        masks = Masks({p.name: named[p.name] for p in params})
-    prunable = masks.total()
-    final_keep = target_count(prunable, compression)
-    if final_keep > masks.remaining():
-        raise ValueError(f"cannot keep {final_keep} weights: only {masks.remaining()} are still unpruned")
-    sizes = [p.size for p in params]
-    final_shares = apportion(final_keep, sizes) if scope == "local" else None
-    data = batches() if scorer.needs_data else []
-    if scorer.needs_data and not data:
-        raise ValueError(f"{algorithm} needs data to score, but no scoring batches were given")
-    examples = 1 if scorer.passes_per_example and not scorer.needs_data else sum(len(y) for _, y in data)
+    check_choice("schedule", schedule, SCHEDULES)
+    check_choice("scope", scope, SCOPES)
+    check_choice("prune mode", mode, PRUNE_MODES)
 
-    start = time.perf_counter()
-    masks.apply()
-    # A scorer's own scoring network (SynFlow's |w| copy), kept in step with every cut; else the model itself.
+
+def scoring_data(scorer: Scorer, batches: Optional[Callable[[], Batches]]) -> Batches:
+    """The scorer's batches, fetched only if it needs data (so data-free scorers never touch a dataset)."""
+    if not scorer.needs_data:
+        return []
+    data = batches() if batches is not None else []
+    if not data:
+        raise ValueError(f"{scorer.name} needs data to score, but no scoring batches were given")
+    return data
+
+
+def alive_scores(scores: Dict[str, torch.Tensor], params: Sequence[PrunableParam],
+                 masks: Masks) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    """The alive weights' scores in one buffer (gathered straight in: no concatenation copy) and per-layer views."""
+    dtype = functools.reduce(torch.promote_types, (scores[p.name].dtype for p in params))
+    candidates = torch.empty(masks.remaining(), dtype=dtype, device=scores[params[0].name].device)
+    per_layer = list(torch.split(candidates, [masks.remaining(p.name) for p in params]))
+    for p, out in zip(params, per_layer):
+        torch.index_select(scores[p.name].reshape(-1).to(dtype), 0, masks.alive[p.name], out=out)
+    return candidates, per_layer
+
+
+@contextlib.contextmanager
+def scoring_network(model: nn.Module, scorer: Scorer, params: Sequence[PrunableParam], mode: str):
+    """The network the scorer scores (its own copy, such as SynFlow's |w|, else the model), in `mode`.
+
+    The model's train/eval mode is restored afterwards, denormals are flushed
+    meanwhile (float64 denormals are ~10x slower on CPUs and below 1e-308 change
+    no ranking), and in train mode batch-norm running statistics are put back
+    after every round, so scoring leaves no trace in the model but its masks.
+    """
     working = scorer.prepare(model, set(p.name for p in params)) if scorer.prepare else model
     was_training = model.training
     saved_buffers = {n: b.clone() for n, b in working.named_buffers()} if mode == "train" else {}
     working.train(mode == "train")
-    generator = torch.Generator().manual_seed(seed)
-    inputs = ScoreInputs(names=tuple(p.name for p in params), input_shape=tuple(input_shape), generator=generator)
-    score_sums: Dict[str, float] = {}
-    # Denormal float64 arithmetic is ~10x slower on CPUs; values below 1e-308 do not change a ranking.
     flushing = torch.set_flush_denormal(True)
     try:
-        for k, density in enumerate(density_schedule(compression, iterations, schedule), start=1):
-            scores = scorer.score(working, data, inputs)
-            dtype = functools.reduce(torch.promote_types, (scores[p.name].dtype for p in params))
-            candidates = torch.empty(masks.remaining(), dtype=dtype, device=scores[params[0].name].device)
-            alive_scores = torch.split(candidates, [masks.remaining(p.name) for p in params])
-            for p, out in zip(params, alive_scores):  # gathered straight into one buffer: no concatenation copy
-                torch.index_select(scores[p.name].reshape(-1).to(dtype), 0, masks.alive[p.name], out=out)
-            if k == iterations:  # reported per layer: the last round's scores, before its cut
+        yield working, saved_buffers
+    finally:
+        model.train(was_training)
+        if flushing:
+            torch.set_flush_denormal(False)
+
+
+def run_rounds(model: nn.Module, scorer: Scorer, params: Sequence[PrunableParam], masks: Masks, plan: CutPlan,
+               data: Batches, mode: str, seed: int, input_shape: Sequence[int]) -> Dict[str, float]:
+    """Score, cut, repeat; the last round's per-layer score sums (before its cut)."""
+    named = dict(model.named_parameters())
+    inputs = ScoreInputs(names=tuple(p.name for p in params), input_shape=tuple(input_shape),
+                         generator=torch.Generator().manual_seed(seed))
+    score_sums: Dict[str, float] = {}
+    with scoring_network(model, scorer, params, mode) as (working, saved_buffers):
+        for k in range(1, plan.rounds + 1):
+            candidates, per_layer = alive_scores(scorer.score(working, data, inputs), params, masks)
+            if k == plan.rounds:
                 scale = getattr(working, "score_scale", 1.0)  # a rescaled scorer's scores are true scores / scale
-                score_sums = {p.name: float(s.sum(dtype=torch.float64)) * scale for p, s in zip(params, alive_scores)}
-            if scope == "global":
-                keep = final_keep if k == iterations else max(final_keep, round(prunable * density))
-                keep = min(keep, masks.remaining())
-                kept_all = keep_top(candidates, keep)
-                kept = torch.split(kept_all, [s.numel() for s in alive_scores])
-            else:
-                kept = []
-                for p, s, share in zip(params, alive_scores, final_shares):
-                    layer_keep = share if k == iterations else max(share, round(p.size * density))
-                    kept.append(keep_top(s, min(layer_keep, s.numel())))
-            for p, keep_flags in zip(params, kept):
+                score_sums = {p.name: float(s.sum(dtype=torch.float64)) * scale for p, s in zip(params, per_layer)}
+            for p, keep_flags in zip(params, plan.keep_flags(k, candidates, per_layer, params, masks.remaining())):
                 removed = masks.keep_only(p.name, keep_flags)
                 if working is model:
                     _zero(named[p.name], removed)
@@ -164,10 +207,44 @@ def prune_model(
                 with torch.no_grad():
                     for n, b in working.named_buffers():
                         b.copy_(saved_buffers[n])
-    finally:
-        model.train(was_training)
-        if flushing:
-            torch.set_flush_denormal(False)
+    return score_sums
+
+
+def prune_model(
+    model: nn.Module,
+    scorer_name: str,
+    compression: float,
+    input_shape: Sequence[int],
+    *,
+    iterations: int = 1,
+    schedule: str = DEFAULT_SCHEDULE,
+    scope: str = DEFAULT_SCOPE,
+    mode: str = DEFAULT_PRUNE_MODE,
+    prune_bias: bool = False,
+    prune_batchnorm: bool = False,
+    prune_residual: bool = False,
+    batches: Optional[Callable[[], Batches]] = None,
+    seed: int = 0,
+    masks: Optional[Masks] = None,
+) -> PruneResult:
+    """Prune `model` in place to exactly round(prunable / compression) weights, ranked by the scorer `scorer_name`.
+
+    `batches` is called only by scorers that need data, so SynFlow, magnitude
+    and random never touch a dataset. Passing existing `masks` continues from
+    them (already-pruned weights stay pruned), as IMP's levels do.
+    """
+    scorer = SCORERS[scorer_name]
+    check_settings(iterations, schedule, scope, mode)
+    params = prunable_parameters(model, input_shape, prune_bias, prune_batchnorm, prune_residual)
+    if masks is None:
+        named = dict(model.named_parameters())
+        masks = Masks({p.name: named[p.name] for p in params})
+    plan = CutPlan.make(masks, params, compression, iterations, schedule, scope)
+    data = scoring_data(scorer, batches)
+
+    start = time.perf_counter()
+    masks.apply()
+    score_sums = run_rounds(model, scorer, params, masks, plan, data, mode, seed, input_shape)
     if next(model.parameters()).is_cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -178,11 +255,11 @@ def prune_model(
         masks=masks,
         params=params,
         layers=stats,
-        prunable_params=prunable,
+        prunable_params=plan.prunable,
         prunable_layers=sum(1 for p in params if p.is_layer_weight),
         remaining_params=masks.remaining(),
         collapsed=collapsed(stats),
-        prune_passes=iterations * examples * scorer.passes_per_example,
+        prune_passes=scoring_passes(scorer, iterations, sum(len(y) for _, y in data)),
         prune_seconds=seconds,
         dense_flops=macs(params),
         remaining_flops=macs(params, masks),

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Sequence
 
+from common.vocabulary import WEIGHT_KINDS
 from trainables.pruning.masks import Masks
 from trainables.pruning.params import PrunableParam
 
@@ -33,14 +34,14 @@ def layer_stats(params: Sequence[PrunableParam], masks: Masks, score_sums: Dict[
 
 def collapsed(stats: Sequence[LayerStat]) -> bool:
     """A network has collapsed when some prunable conv/linear layer keeps no weight at all."""
-    return any(s.remaining == 0 for s in stats if s.kind in ("conv", "linear"))
+    return any(s.remaining == 0 for s in stats if s.kind in WEIGHT_KINDS)
 
 
 def macs(params: Sequence[PrunableParam], masks: Masks | None = None) -> int:
     """Multiply-adds per example of the prunable conv/linear weights (all, or only the unpruned ones)."""
     return sum(
         (p.size if masks is None else masks.remaining(p.name)) * p.macs_per_weight
-        for p in params if p.kind in ("conv", "linear")
+        for p in params if p.kind in WEIGHT_KINDS
     )
 
 

@@ -13,7 +13,7 @@ from typing import Callable, Dict, Iterable, List, Sequence, Tuple
 import torch
 from torch import nn
 
-WEIGHT_KINDS = ("conv", "linear")
+from common.vocabulary import WEIGHT_KINDS
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.registry import Registry
+from common.registry import Registry
 
 Batches = Sequence[Tuple[torch.Tensor, torch.Tensor]]
 Scores = Dict[str, torch.Tensor]

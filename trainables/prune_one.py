@@ -1,60 +1,27 @@
-"""Prune a freshly initialised network and report what was kept: `python -m trainables.prune`.
+"""Prune one freshly initialised network and report what was kept.
 
-`prune_at_init` is also what every trial calls, so the command shows exactly
-what a sweep's trial would prune. SynFlow, magnitude and random need only the
-dataset's input shape and class count; SNIP and GraSP load scoring examples.
+    python -m trainables.prune_one --model vgg16_bn --dataset cifar100 --algorithm synflow --log10-compression 3
+    prune-one --model mlp --dataset digits --algorithm snip --json
+
+It runs `prune_at_init`, what every trial runs, so it shows exactly what a
+sweep's trial would prune.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import torch
-from torch import nn
 
+from common.cli import OneLineArgumentParser, program
+from common.vocabulary import DEFAULT_PRUNE_MODE, DEFAULT_SCHEDULE, DEFAULT_SCOPE, PRUNE_MODES, SCHEDULES, SCOPES
 from trainables import data
-from trainables.models import build_model
-from trainables.pruning import PruneResult, prune_model
-from trainables.pruning.algorithms import ALGORITHMS
+from trainables.initial_prune import initial_model, prune_at_init
+from trainables.pruning import PruneResult
 from trainables.pruning.scores import SCORERS
-from trainables.cli import OneLineArgumentParser
-from trainables.specs import SCHEDULES, SCOPES, PRUNE_MODES, DataSpec, ModelSpec, PruneSpec, TrialSpec
-
-SCORING_BATCH_SIZE = 256
-
-
-def dataset_info_for(spec: DataSpec) -> data.DatasetInfo:
-    return data.dataset_info(spec.name, input_shape=spec.input_shape, num_classes=spec.num_classes)
-
-
-def initial_model(spec: TrialSpec, device: torch.device | str = "cpu") -> Tuple[nn.Module, data.DatasetInfo]:
-    """The trial's network at its seeded initialization: the same weights for every algorithm at one seed."""
-    info = dataset_info_for(spec.data)
-    model = build_model(spec.model.name, info.input_shape, info.num_classes, seed=spec.seed)
-    return model.to(device), info
-
-
-def scoring_batches(spec: TrialSpec, device, data_dir=None) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-    return data.pruning_batches(
-        spec.data.name, data_dir, spec.prune.examples_per_class, SCORING_BATCH_SIZE, device, spec.seed,
-        input_shape=spec.data.input_shape, num_classes=spec.data.num_classes, size=spec.data.size,
-    )
-
-
-def prune_at_init(model: nn.Module, spec: TrialSpec, info: data.DatasetInfo, device, data_dir=None,
-                  compression: Optional[float] = None, masks=None) -> PruneResult:
-    """Prune `model` in place as `spec.prune` says (imp's levels pass their own compression and masks)."""
-    p = spec.prune
-    algorithm = ALGORITHMS[p.algorithm]
-    return prune_model(
-        model, algorithm.scorer, p.compression if compression is None else compression, info.input_shape,
-        iterations=1 if algorithm.trains_between_cuts else p.iterations,
-        schedule=p.schedule, scope=p.scope, mode=p.mode,
-        prune_bias=p.prune_bias, prune_batchnorm=p.prune_batchnorm, prune_residual=p.prune_residual,
-        batches=lambda: scoring_batches(spec, device, data_dir), seed=spec.seed, masks=masks,
-    )
+from trainables.specs import DataSpec, ModelSpec, PruneSpec, TrialSpec
 
 
 def format_table(result: PruneResult) -> str:
@@ -75,7 +42,8 @@ def format_table(result: PruneResult) -> str:
 def build_parser() -> argparse.ArgumentParser:
     from trainables.models import MODELS
 
-    ap = OneLineArgumentParser(prog="python -m trainables.prune", description=__doc__.splitlines()[0],
+    ap = OneLineArgumentParser(prog=program("python -m trainables.prune_one", "prune-one"),
+                               description=__doc__.splitlines()[0],
                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--model", default="vgg16_bn", help=f"one of: {', '.join(MODELS.names())}")
     ap.add_argument("--dataset", default="cifar100", help=f"one of: {', '.join(data.DATASETS.names())}")
@@ -83,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"one of: {', '.join(SCORERS.names())} (imp trains, so it runs only in sweeps)")
     ap.add_argument("--log10-compression", type=float, default=1.0, help="compression ratio = 10 ** this (>= 0)")
     ap.add_argument("--iterations", type=int, default=None, help="rounds; default 100 for synflow, 1 otherwise")
-    ap.add_argument("--schedule", default="exponential", help=f"one of: {', '.join(SCHEDULES)}")
-    ap.add_argument("--scope", default="global", help=f"one of: {', '.join(SCOPES)}")
-    ap.add_argument("--mode", default="eval", help=f"one of: {', '.join(PRUNE_MODES)}")
+    ap.add_argument("--schedule", default=DEFAULT_SCHEDULE, help=f"one of: {', '.join(SCHEDULES)}")
+    ap.add_argument("--scope", default=DEFAULT_SCOPE, help=f"one of: {', '.join(SCOPES)}")
+    ap.add_argument("--mode", default=DEFAULT_PRUNE_MODE, help=f"one of: {', '.join(PRUNE_MODES)}")
     ap.add_argument("--examples-per-class", type=int, default=10, help="scoring examples per class (snip, grasp)")
     ap.add_argument("--prune-bias", action="store_true")
     ap.add_argument("--prune-batchnorm", action="store_true")

@@ -1,0 +1,101 @@
+"""Shared drawing pieces of the figures: the figure registry, the house style, saving, axes, legends, bands.
+
+Drawing uses matplotlib's object-oriented `Figure` (Agg canvas, no pyplot
+state), so it works headless and inside other programs.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import LogLocator
+
+from analysis.load import Results
+from analysis.style import algorithm_color
+from common.registry import Registry
+
+Report = Callable[[str], None]
+FigureMaker = Callable[[Results, Path, Report], List[Path]]
+FIGURES: Registry[FigureMaker] = Registry("figure")
+
+PANEL_SIZE = (4.3, 3.4)
+DENSITY_CMAP = ListedColormap(matplotlib.colormaps["YlGnBu"](np.linspace(0.3, 1.0, 256)), name="density")
+LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D")
+
+STYLE = {
+    "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5, "axes.titlesize": 10,
+    "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8, "legend.fontsize": 8,
+    "pdf.fonttype": 42,
+}
+
+
+def styled(draw: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Draw under this module's style without changing matplotlib's global settings for the caller."""
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs) -> Figure:
+        with matplotlib.rc_context(STYLE):
+            return draw(*args, **kwargs)
+    return wrapper
+
+
+# --------------------------------------------------------------------- helpers
+
+def save(fig: Figure, out_dir: Path, name: str) -> List[Path]:
+    """Write `name`.png and `name`.pdf; returns both paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    with matplotlib.rc_context(STYLE):  # pdf.fonttype is read when saving
+        fig.savefig(paths[0], dpi=150)
+        fig.savefig(paths[1])
+    return paths
+
+
+def slug(*parts: str) -> str:
+    return "_".join(str(p).replace("/", "-").replace(" ", "-") for p in parts)
+
+
+def grid_figure(rows: int, cols: int, sharex: bool = False) -> Tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(PANEL_SIZE[0] * cols, PANEL_SIZE[1] * rows + 0.9), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=sharex)
+    return fig, axes
+
+
+def mark_empty(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.45", fontsize=9,
+            wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+
+
+def log_compression_axis(ax) -> None:
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, numticks=12))
+
+
+def algorithm_legend(fig: Figure, algorithms: Sequence[str], extra: Sequence = ()) -> None:
+    handles = [Line2D([], [], color=algorithm_color(a), marker="o", markersize=4, label=a) for a in algorithms]
+    handles.extend(extra)
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8), frameon=False)
+
+
+def band_plot(ax, rows: pd.DataFrame, color: str, label: Optional[str], linestyle: str = "-",
+              marker: str = "o", band_alpha: float = 0.18) -> None:
+    rows = rows.sort_values("compression")
+    ax.fill_between(rows["compression"], rows["top1_min"], rows["top1_max"], color=color, alpha=band_alpha,
+                    linewidth=0)
+    ax.plot(rows["compression"], rows["top1_mean"], color=color, linestyle=linestyle, marker=marker,
+            markersize=3, linewidth=1.4, label=label)
+
+
+# -------------------------------------------------------------------- accuracy
+

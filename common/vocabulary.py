@@ -1,0 +1,34 @@
+"""The values a trial's pruning settings and the store's columns take, and the defaults.
+
+The descriptions (`trainables.specs`), the pruner (`trainables.pruning`) and the
+analysis, which selects "the default settings" from the store without torch,
+all import these, so they cannot disagree.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+SCHEDULES = ("exponential", "linear")
+SCOPES = ("global", "local")
+PRUNE_MODES = ("eval", "train")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+DEFAULT_SCHEDULE = "exponential"
+DEFAULT_SCOPE = "global"
+DEFAULT_PRUNE_MODE = "eval"
+# The settings figures select on, as {trials column: value}.
+DEFAULT_PRUNE_SETTINGS: Dict[str, str] = {"prune_mode": DEFAULT_PRUNE_MODE, "scope": DEFAULT_SCOPE,
+                                          "schedule": DEFAULT_SCHEDULE}
+
+# Pruning iterations when a description leaves them out: SynFlow's paper default is 100 rounds, every other
+# algorithm prunes in one shot.
+DEFAULT_ITERATIONS: Dict[str, int] = {"synflow": 100}
+
+
+def default_iterations(algorithm: str) -> int:
+    return DEFAULT_ITERATIONS.get(algorithm, 1)
+
+
+# The `kind` of a layer whose weight is prunable (the others are bias, batchnorm, ...): paths and
+# layer-collapse counts run through these alone.
+WEIGHT_KINDS = ("conv", "linear")

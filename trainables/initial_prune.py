@@ -1,0 +1,45 @@
+"""A trial's network at its seeded initialization, and its prune: what every trial, IMP level and `prune-one` runs.
+
+SynFlow, magnitude and random need only the dataset's input shape and class
+count (never its files); SNIP and GraSP load class-balanced scoring examples.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from trainables import data
+from trainables.models import build_model
+from trainables.pruning import PruneResult, prune_model
+from trainables.pruning.algorithms import ALGORITHMS
+from trainables.specs import TrialSpec
+
+SCORING_BATCH_SIZE = 256
+
+
+def initial_model(spec: TrialSpec, device: torch.device | str = "cpu") -> Tuple[nn.Module, data.DatasetInfo]:
+    """The trial's network at its seeded initialization: the same weights for every algorithm at one seed."""
+    info = data.dataset_info(spec.data)
+    model = build_model(spec.model.name, info.input_shape, info.num_classes, seed=spec.seed)
+    return model.to(device), info
+
+
+def scoring_batches(spec: TrialSpec, device, data_dir=None) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    return data.scoring_batches(spec.data, data_dir, spec.prune.examples_per_class, SCORING_BATCH_SIZE, device,
+                                spec.seed)
+
+
+def prune_at_init(model: nn.Module, spec: TrialSpec, info: data.DatasetInfo, device, data_dir=None,
+                  compression: Optional[float] = None, masks=None) -> PruneResult:
+    """Prune `model` in place as `spec.prune` says (imp's levels pass their own compression and masks)."""
+    p = spec.prune
+    algorithm = ALGORITHMS[p.algorithm]
+    return prune_model(
+        model, algorithm.scorer, p.compression if compression is None else compression, info.input_shape,
+        iterations=1 if algorithm.trains_between_cuts else p.iterations,
+        schedule=p.schedule, scope=p.scope, mode=p.mode,
+        prune_bias=p.prune_bias, prune_batchnorm=p.prune_batchnorm, prune_residual=p.prune_residual,
+        batches=lambda: scoring_batches(spec, device, data_dir), seed=spec.seed, masks=masks,
+    )
