@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -15,12 +15,12 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from analysis import tables
-from analysis.load import Results, default_settings
+from analysis.drawing import (BANDS, FIGURES, MARKERS, LINESTYLES, PANEL_SIZE, FigureOptions, Report,
+                              algorithm_legend, band_plot, grid_figure, log_compression_axis, mark_empty, save,
+                              styled)
+from analysis.load import Results, ablation_of, default_settings
 from analysis.style import DENSE_COLOR, algorithm_color, algorithm_order
-
-Report = Callable[[str], None]
-from analysis.drawing import (FIGURES, MARKERS, LINESTYLES, PANEL_SIZE, Report, algorithm_legend, band_plot,
-                              grid_figure, log_compression_axis, mark_empty, save, styled)
+from common.vocabulary import DEFAULT_ABLATION
 
 
 ZOOM_MAX_LOG10 = 1.5  # the accuracy figure's zoom strip spans 1x to 10^1.5 = 31.6x
@@ -28,10 +28,11 @@ ZOOM_MAX_LOG10 = 1.5  # the accuracy figure's zoom strip spans 1x to 10^1.5 = 31
 
 @styled
 def draw_accuracy(curves: pd.DataFrame, dense: pd.DataFrame, datasets: Sequence[str], models: Sequence[str],
-                  caption: str) -> Figure:
+                  caption: str, band: str = "range") -> Figure:
     """Top-1 vs compression per (dataset row, model column), each panel with a zoom strip on 1x-31.6x below it.
 
-    The zoom gets its own axes rather than an inset, so it can never hide a curve.
+    The zoom gets its own axes rather than an inset, so it can never hide a curve. `band` picks what the
+    shaded band spans (`drawing.BANDS`): min-max over seeds, or the 95% t-interval of the mean.
     """
     rows, cols = len(datasets), len(models)
     fig = Figure(figsize=(PANEL_SIZE[0] * cols, PANEL_SIZE[1] * 1.4 * rows + 0.9), layout="constrained")
@@ -48,21 +49,22 @@ def draw_accuracy(curves: pd.DataFrame, dense: pd.DataFrame, datasets: Sequence[
                 continue
             reference = dense[(dense["model"] == model) & (dense["dataset"] == dataset)]
             for algorithm in algorithm_order(panel["algorithm"].unique()):
-                band_plot(ax, panel[panel["algorithm"] == algorithm], algorithm_color(algorithm), algorithm)
+                band_plot(ax, panel[panel["algorithm"] == algorithm], algorithm_color(algorithm), algorithm,
+                          band=band)
             if not reference.empty:
                 ax.axhline(reference["top1_mean"].iloc[0], color=DENSE_COLOR, linestyle="--", linewidth=1)
             log_compression_axis(ax)
             ax.set_xlabel("compression ratio")
             ax.set_ylabel("top-1 accuracy (%)")
-            _accuracy_zoom(zoom, panel, reference)
+            _accuracy_zoom(zoom, panel, reference, band)
     dense_handle = Line2D([], [], color=DENSE_COLOR, linestyle="--", linewidth=1, label="dense (unpruned)")
     algorithm_legend(fig, algorithms, [dense_handle])
     wrapped = textwrap.fill(f"Default settings only: {caption}.", width=int(115 * len(models) / 2) + 20)
-    fig.suptitle(f"Top-1 accuracy vs compression: mean over seeds, band = min-max.\n{wrapped}", fontsize=9)
+    fig.suptitle(f"Top-1 accuracy vs compression: mean over seeds, {BANDS[band][2]}.\n{wrapped}", fontsize=9)
     return fig
 
 
-def _accuracy_zoom(zoom, panel: pd.DataFrame, reference: pd.DataFrame) -> None:
+def _accuracy_zoom(zoom, panel: pd.DataFrame, reference: pd.DataFrame, band: str = "range") -> None:
     """Compressions 1 to 10^1.5, where the best curves sit on top of each other.
 
     Its y range spans the better half of the algorithms, so the ones that drop
@@ -73,9 +75,11 @@ def _accuracy_zoom(zoom, panel: pd.DataFrame, reference: pd.DataFrame) -> None:
         zoom.set_visible(False)
         return
     for algorithm in algorithm_order(near["algorithm"].unique()):
-        band_plot(zoom, near[near["algorithm"] == algorithm], algorithm_color(algorithm), None, band_alpha=0.12)
+        band_plot(zoom, near[near["algorithm"] == algorithm], algorithm_color(algorithm), None, band_alpha=0.12,
+                  band=band)
     low = near.groupby("algorithm")["top1_mean"].min().median()
-    high = near["top1_max"].max()
+    high = min(near[BANDS[band][1]].max(), 100.0)  # NaN (skipped) where a cell has one seed and no interval
+    high = near["top1_mean"].max() if pd.isna(high) else max(high, near["top1_mean"].max())
     if not reference.empty:
         dense_top1 = reference["top1_mean"].iloc[0]
         zoom.axhline(dense_top1, color=DENSE_COLOR, linestyle="--", linewidth=0.8)
@@ -93,14 +97,19 @@ def _accuracy_zoom(zoom, panel: pd.DataFrame, reference: pd.DataFrame) -> None:
 
 
 @FIGURES.register("accuracy")
-def accuracy_figure(results: Results, out_dir: Path, report: Report) -> List[Path]:
+def accuracy_figure(results: Results, out_dir: Path, report: Report,
+                    options: FigureOptions = FigureOptions()) -> List[Path]:
     selected, caption = default_settings(results.trials)
     curves = tables.accuracy_curves(selected)
     dense = tables.dense_reference(selected)
-    left_out = len(tables.trained(results.trials)) - len(tables.trained(selected))
+    done = tables.trained(results.trials)
+    ablated = int((ablation_of(done) != DEFAULT_ABLATION).sum())
+    left_out = len(done) - ablated - len(tables.trained(selected))
     if left_out:
         report(f"accuracy: {left_out} trained trial(s) with non-default settings left out "
                "(see the iterative figure)")
+    if ablated:
+        report(f"accuracy: {ablated} trained ablation trial(s) left out (see the ablations figure)")
     for model, dataset in tables.missing_panels(results.trials, curves):
         report(f"accuracy: no trials for ({model}, {dataset})")
     for note in tables.coverage_gaps(curves):
@@ -109,7 +118,7 @@ def accuracy_figure(results: Results, out_dir: Path, report: Report) -> List[Pat
         report("accuracy: no completed trials with a final accuracy; figure not drawn")
         return []
     datasets, models = tables.panel_grid(results.trials)
-    return save(draw_accuracy(curves, dense, datasets, models, caption), out_dir, "accuracy")
+    return save(draw_accuracy(curves, dense, datasets, models, caption, options.band), out_dir, "accuracy")
 
 
 # --------------------------------------------------------------- layer density
@@ -152,7 +161,8 @@ def draw_iterative(iterative: pd.DataFrame, modes: pd.DataFrame, panels: Sequenc
 
 
 @FIGURES.register("iterative")
-def iterative_figure(results: Results, out_dir: Path, report: Report) -> List[Path]:
+def iterative_figure(results: Results, out_dir: Path, report: Report,
+                     options: FigureOptions = FigureOptions()) -> List[Path]:
     iterative = tables.iterative_curves(results.trials)
     modes = tables.prune_mode_curves(results.trials)
     existing = sorted(set(zip(iterative["model"], iterative["dataset"])) | set(zip(modes["model"], modes["dataset"])))

@@ -6,6 +6,7 @@ state), so it works headless and inside other programs.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -22,7 +23,23 @@ from analysis.style import algorithm_color
 from common.registry import Registry
 
 Report = Callable[[str], None]
-FigureMaker = Callable[[Results, Path, Report], List[Path]]
+# What the accuracy band spans: the columns of `tables.accuracy_curves` it is drawn between, and its caption.
+BANDS = {"range": ("top1_min", "top1_max", "band = min-max over seeds"),
+         "ci": ("top1_ci_low", "top1_ci_high", "band = 95% t-interval of the mean (none for one seed)")}
+
+
+@dataclass(frozen=True)
+class FigureOptions:
+    """Choices from the command line that some figures follow (the others ignore them)."""
+    band: str = "range"
+
+    def __post_init__(self) -> None:
+        if self.band not in BANDS:
+            raise ValueError(f"unknown band {self.band!r}; valid bands: {', '.join(BANDS)}")
+
+
+# (results, out_dir, report, options) -> the paths written; `options` has a default, FigureOptions().
+FigureMaker = Callable[[Results, Path, Report, FigureOptions], List[Path]]
 FIGURES: Registry[FigureMaker] = Registry("figure")
 
 PANEL_SIZE = (4.3, 3.4)
@@ -89,10 +106,16 @@ def algorithm_legend(fig: Figure, algorithms: Sequence[str], extra: Sequence = (
 
 
 def band_plot(ax, rows: pd.DataFrame, color: str, label: Optional[str], linestyle: str = "-",
-              marker: str = "o", band_alpha: float = 0.18) -> None:
+              marker: str = "o", band_alpha: float = 0.18, band: str = "range") -> None:
+    """Mean top-1 against compression with a band between the columns `BANDS[band]` names.
+
+    The band is clipped to [0, 100]: a t-interval over two seeds can reach past
+    what an accuracy can be, and would squash every curve into a sliver.
+    """
     rows = rows.sort_values("compression")
-    ax.fill_between(rows["compression"], rows["top1_min"], rows["top1_max"], color=color, alpha=band_alpha,
-                    linewidth=0)
+    low, high, _ = BANDS[band]
+    ax.fill_between(rows["compression"], rows[low].clip(0, 100), rows[high].clip(0, 100), color=color,
+                    alpha=band_alpha, linewidth=0)
     ax.plot(rows["compression"], rows["top1_mean"], color=color, linestyle=linestyle, marker=marker,
             markersize=3, linewidth=1.4, label=label)
 

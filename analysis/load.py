@@ -11,8 +11,16 @@ from typing import Dict, List, Tuple, Union
 
 import pandas as pd
 
-from common.vocabulary import DEFAULT_PRUNE_MODE, DEFAULT_PRUNE_SETTINGS, DEFAULT_SCHEDULE, DEFAULT_SCOPE, default_iterations
+from common.vocabulary import (DEFAULT_ABLATION, DEFAULT_PRUNE_MODE, DEFAULT_PRUNE_SETTINGS, DEFAULT_SCHEDULE,
+                               DEFAULT_SCOPE, default_iterations)
 from results_store import TABLES, ResultsStore, StoreError
+
+# Columns newer than some stores: {table: {column: value for rows (or whole files) written before it}}.
+# A null or absent ablation is the method itself; a null effective count was never measured.
+LATER_COLUMNS: Dict[str, Dict[str, object]] = {
+    "trials": {"ablation": DEFAULT_ABLATION, "effective_remaining_params": None},
+    "layers": {"effective_remaining": None},
+}
 
 
 @dataclass
@@ -35,7 +43,28 @@ def load_results(uri: Union[str, "os.PathLike[str]"]) -> Results:
             raise StoreError(f"store {store} does not exist")
         skipped = f" ({len(store.problems)} unreadable file(s) skipped)" if store.problems else ""
         raise StoreError(f"store {store} has no finished trials yet{skipped}")
+    frames = {table: with_later_columns(table, frame) for table, frame in frames.items()}
     return Results(str(store), frames["trials"], frames["epochs"], frames["layers"], list(store.problems))
+
+
+def with_later_columns(table: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with the columns older stores lack added, and their nulls filled where a null means the default.
+
+    A missing count column is added as float NaN, the dtype pandas gives a
+    nullable integer column that holds nulls.
+    """
+    later = LATER_COLUMNS.get(table, {})
+    if not any(column not in frame or (value is not None and frame[column].isna().any())
+               for column, value in later.items()):
+        return frame
+    frame = frame.copy()
+    for column, value in later.items():
+        if column not in frame:
+            frame[column] = pd.Series(value if value is not None else float("nan"), index=frame.index,
+                                      dtype=object if isinstance(value, str) else "float64")
+        elif value is not None:
+            frame[column] = frame[column].fillna(value)
+    return frame
 
 
 def most_common_iterations(trials: pd.DataFrame) -> Dict[str, int]:
@@ -72,8 +101,8 @@ def default_settings(trials: pd.DataFrame, same_training: bool = True) -> Tuple[
     iterations = most_common_iterations(selected)
     wanted = selected["algorithm"].map(iterations)
     selected = selected[selected["iterations"] == wanted]
-    text = (f"{DEFAULT_PRUNE_MODE}-mode scoring, {DEFAULT_SCOPE} scope, {DEFAULT_SCHEDULE} schedule; iterations: "
-            + ", ".join(f"{a} {n}" for a, n in iterations.items()))
+    text = (f"{DEFAULT_PRUNE_MODE}-mode scoring, {DEFAULT_SCOPE} scope, {DEFAULT_SCHEDULE} schedule, "
+            "no ablation; iterations: " + ", ".join(f"{a} {n}" for a, n in iterations.items()))
     if same_training:
         epochs = most_common_epochs(selected)
         selected = restrict_to_common_training(selected)
@@ -85,12 +114,23 @@ def default_settings(trials: pd.DataFrame, same_training: bool = True) -> Tuple[
 
 
 def with_default_prune_settings(trials: pd.DataFrame, except_for: str = "") -> pd.DataFrame:
-    """The trials whose scoring mode, scope and schedule are the defaults (all but the column `except_for`)."""
+    """The trials whose scoring mode, scope, schedule and ablation are the defaults (all but the column `except_for`).
+
+    A column the frame lacks, or a null in it, counts as the default: stores
+    written before a setting existed ran with its default.
+    """
     keep = pd.Series(True, index=trials.index)
     for column, value in DEFAULT_PRUNE_SETTINGS.items():
-        if column != except_for:
-            keep &= trials[column] == value
+        if column != except_for and column in trials:
+            keep &= trials[column].fillna(value) == value
     return trials[keep]
+
+
+def ablation_of(trials: pd.DataFrame) -> pd.Series:
+    """Each trial's ablation, "none" where the column is absent or null."""
+    if "ablation" not in trials:
+        return pd.Series(DEFAULT_ABLATION, index=trials.index, dtype=object)
+    return trials["ablation"].fillna(DEFAULT_ABLATION)
 
 
 def restrict_to_common_training(trials: pd.DataFrame) -> pd.DataFrame:

@@ -1,10 +1,11 @@
 """The paper's figures, drawn from a results store.
 
-    python -m analysis.plots --store results/ --out figures/ [--only accuracy,cost]
+    python -m analysis.plots --store results/ --out figures/ [--only accuracy,cost] [--band range|ci]
     prune-sweep-plots --store results/ --out figures/
 
-Each figure is written as PNG and PDF (see `analysis.accuracy_figures` and `analysis.pruning_figures`). Exit status 2
-with a one-line error on an empty or absent store or an unknown figure.
+Each figure is written as PNG and PDF (see `analysis.accuracy_figures`, `analysis.pruning_figures` and
+`analysis.ablation_figures`). Exit status 2 with a one-line error on an empty or absent store, an unknown
+figure or an unknown band.
 """
 from __future__ import annotations
 
@@ -12,13 +13,17 @@ import sys
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
-import analysis.accuracy_figures  # noqa: F401  (these two fill FIGURES)
-import analysis.pruning_figures  # noqa: F401
-from analysis.drawing import FIGURES, Report
+import analysis.ablation_figures
+import analysis.accuracy_figures
+import analysis.pruning_figures
+from analysis.drawing import BANDS, FIGURES, FigureOptions, Report
 from analysis.load import load_results
 from common.cli import OneLineArgumentParser, program
-from results_store import StoreError
 from common.registry import UnknownNameError
+from results_store import StoreError
+
+# Importing these fills FIGURES.
+FIGURE_MODULES = (analysis.accuracy_figures, analysis.pruning_figures, analysis.ablation_figures)
 
 
 def parse_only(text: Optional[str]) -> List[str]:
@@ -27,13 +32,14 @@ def parse_only(text: Optional[str]) -> List[str]:
     return [FIGURES.check(name.strip()) for name in text.split(",") if name.strip()]
 
 
-def draw_all(store: str, out_dir: Path, only: Iterable[str], report: Report = print) -> List[Path]:
+def draw_all(store: str, out_dir: Path, only: Iterable[str], report: Report = print,
+             options: FigureOptions = FigureOptions()) -> List[Path]:
     results = load_results(store)
     for problem in results.problems:
         report(f"warning: {problem}")
     written: List[Path] = []
     for name in only:
-        paths = FIGURES[name](results, out_dir, report)
+        paths = FIGURES[name](results, out_dir, report, options)
         written += paths
     return written
 
@@ -43,10 +49,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--store", required=True, help="results store: a directory or a pyarrow URI")
     parser.add_argument("--out", required=True, type=Path, help="directory for the PNG/PDF figures")
     parser.add_argument("--only", help=f"comma-separated figures (default all): {', '.join(FIGURES.names())}")
+    parser.add_argument("--band", choices=list(BANDS), default="range",
+                        help="what the accuracy and ablations figures' band spans: range = min-max over seeds "
+                             "(default), ci = 95%% t-interval of the mean")
     args = parser.parse_args(argv)
     try:
         only = parse_only(args.only)
-        written = draw_all(args.store, args.out, only)
+        written = draw_all(args.store, args.out, only, options=FigureOptions(band=args.band))
     except (StoreError, UnknownNameError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

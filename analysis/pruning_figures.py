@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, List, Sequence
+from typing import List, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,13 +19,10 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from analysis import tables
+from analysis.drawing import (FIGURES, DENSITY_CMAP, FigureOptions, Report, grid_figure, mark_empty, save, slug,
+                              styled)
 from analysis.load import Results, default_settings
 from analysis.style import DENSE_COLOR, algorithm_color, algorithm_order, format_ratio
-
-Report = Callable[[str], None]
-from analysis.drawing import (FIGURES, DENSITY_CMAP, Report, grid_figure, mark_empty, save, slug,
-                              styled)
-
 
 
 @styled
@@ -79,7 +76,8 @@ def draw_layer_density(profiles: pd.DataFrame, model: str, dataset: str) -> Figu
 
 
 @FIGURES.register("layer_density")
-def layer_density_figures(results: Results, out_dir: Path, report: Report) -> List[Path]:
+def layer_density_figures(results: Results, out_dir: Path, report: Report,
+                          options: FigureOptions = FigureOptions()) -> List[Path]:
     selected, _ = default_settings(results.trials, same_training=False)
     profiles = tables.layer_density_profiles(selected, results.layers)
     written: List[Path] = []
@@ -134,7 +132,8 @@ def draw_critical_compression(critical: pd.DataFrame, datasets: Sequence[str], m
 
 
 @FIGURES.register("critical_compression")
-def critical_compression_figure(results: Results, out_dir: Path, report: Report) -> List[Path]:
+def critical_compression_figure(results: Results, out_dir: Path, report: Report,
+                                options: FigureOptions = FigureOptions()) -> List[Path]:
     selected, _ = default_settings(results.trials, same_training=False)
     critical = tables.critical_compression(selected)
     for model, dataset in tables.missing_panels(results.trials, critical):
@@ -191,7 +190,8 @@ def draw_conservation(pairs: pd.DataFrame, model: str, dataset: str) -> Figure:
 
 
 @FIGURES.register("conservation")
-def conservation_figures(results: Results, out_dir: Path, report: Report) -> List[Path]:
+def conservation_figures(results: Results, out_dir: Path, report: Report,
+                         options: FigureOptions = FigureOptions()) -> List[Path]:
     selected, _ = default_settings(results.trials, same_training=False)
     pairs, notes = tables.conservation_pairs(selected, results.layers)
     for note in notes:
@@ -259,7 +259,8 @@ def draw_cost(cost: pd.DataFrame) -> Figure:
 
 
 @FIGURES.register("cost")
-def cost_figure(results: Results, out_dir: Path, report: Report) -> List[Path]:
+def cost_figure(results: Results, out_dir: Path, report: Report,
+                options: FigureOptions = FigureOptions()) -> List[Path]:
     cost = tables.cost_table(results.trials)
     out_dir.mkdir(parents=True, exist_ok=True)
     table_path = out_dir / "cost.csv"

@@ -1,6 +1,6 @@
-"""A markdown summary of a results store: accuracy tables, critical compressions, costs.
+"""A markdown summary of a results store: accuracy tables, seed-paired differences, critical compressions, costs.
 
-    python -m analysis.summary --store results/ [--out summary.md]
+    python -m analysis.summary --store results/ [--out summary.md] [--reference synflow]
 
 The numbers are the ones the figures draw (`analysis.tables`), so a summary
 and a figure made from the same store always agree.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import pandas as pd
 
@@ -28,14 +28,22 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], align_r
     return "\n".join(lines)
 
 
-def format_accuracy(mean: float, std: float, trials: int, usual_trials: int) -> str:
-    """'91.3 ± 0.2'; a lone seed has no spread, and a cell with fewer seeds than usual says how many."""
-    text = f"{mean:.1f}" if trials < 2 or math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
+DEFAULT_REFERENCE = "synflow"
+
+
+class UnknownReferenceError(ValueError):
+    """A --reference algorithm the store does not hold; the message lists the ones it does."""
+
+
+def format_accuracy(mean: float, half_width: float, trials: int, usual_trials: int) -> str:
+    """'91.3 ± 0.2' (± the 95% t-interval half-width); a lone seed has no interval, and a cell with fewer
+    seeds than usual says how many."""
+    text = f"{mean:.1f}" if trials < 2 or math.isnan(half_width) else f"{mean:.1f} ± {half_width:.1f}"
     return text if trials == usual_trials else f"{text} (n={trials})"
 
 
 def accuracy_section(curves: pd.DataFrame, model: str, dataset: str) -> str:
-    """Rows: compression ratios; columns: algorithms; cells: mean ± std top-1 (%) over seeds."""
+    """Rows: compression ratios; columns: algorithms; cells: mean ± 95% t-interval half-width of top-1 (%)."""
     panel = curves[(curves["model"] == model) & (curves["dataset"] == dataset)]
     if panel.empty:
         return f"## {model} / {dataset}\n\nNo completed trials with a final accuracy yet.\n"
@@ -43,11 +51,53 @@ def accuracy_section(curves: pd.DataFrame, model: str, dataset: str) -> str:
     usual = int(panel["trials"].mode().max())
     rows = []
     for log10, group in panel.groupby("log10_compression", sort=True):
-        cells = {r.algorithm: format_accuracy(r.top1_mean, r.top1_std, r.trials, usual) for r in group.itertuples()}
+        cells = {r.algorithm: format_accuracy(r.top1_mean, r.top1_ci, r.trials, usual) for r in group.itertuples()}
         rows.append([f"{format_ratio(10 ** log10)} (10^{log10:g})"] + [cells.get(a, "-") for a in algorithms])
     table = markdown_table(["compression", *algorithms], rows)
-    return (f"## {model} / {dataset}\n\nTop-1 accuracy (%), mean ± std over seeds "
+    return (f"## {model} / {dataset}\n\nTop-1 accuracy (%), mean over seeds ± the half-width of its 95% "
+            f"Student-t interval (t(0.975, n-1) · std / √n; none for a single seed) "
             f"({usual} seed(s) per cell unless marked n=...):\n\n{table}\n")
+
+
+def check_reference(trials: pd.DataFrame, reference: str) -> str:
+    """`reference` if some trial used that algorithm, else UnknownReferenceError listing the ones present."""
+    present = algorithm_order(trials["algorithm"].unique())
+    if reference not in present:
+        raise UnknownReferenceError(f"unknown reference algorithm {reference!r}; algorithms in the store: "
+                                    f"{', '.join(present)}")
+    return reference
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.1f}"
+
+
+def paired_section(differences: pd.DataFrame, selected: pd.DataFrame, reference: str,
+                   panels: Sequence[tuple]) -> str:
+    """Per panel: each algorithm's mean seed-paired difference to `reference` with its 95% interval."""
+    parts = [f"## Paired differences to {reference}\n",
+             f"Top-1 (%) of each algorithm minus {reference}'s at the same (model, dataset, compression, seed), "
+             "in percentage points: every algorithm at one seed prunes the same initial weights, so seeds are "
+             "paired. Mean over the paired seeds with its 95% Student-t interval; * = the interval excludes "
+             "zero. Default settings only (no ablation).\n"]
+    trained = tables.trained(selected)
+    for model, dataset in panels:
+        parts.append(f"### {model} / {dataset}\n")
+        panel = differences[(differences["model"] == model) & (differences["dataset"] == dataset)]
+        if panel.empty:
+            mine = trained[(trained["model"] == model) & (trained["dataset"] == dataset)]
+            why = (f"{reference} has no trained trial here" if (mine["algorithm"] != reference).all()
+                   else f"no other algorithm shares a compression and seed with {reference} here")
+            parts.append(f"No pairs: {why}.\n")
+            continue
+        rows = []
+        for r in panel.itertuples():
+            interval = "-" if pd.isna(r.diff_ci) else f"[{_signed(r.diff_ci_low)}, {_signed(r.diff_ci_high)}]"
+            rows.append([f"{format_ratio(r.compression)} (10^{r.log10_compression:g})", r.algorithm,
+                         _signed(r.diff_mean), interval, str(r.pairs), "*" if r.excludes_zero else ""])
+        parts.append(markdown_table(["compression", "algorithm", f"minus {reference} (pp)", "95% interval",
+                                     "pairs", "excl. 0"], rows, align_right_from=2) + "\n")
+    return "\n".join(parts)
 
 
 def critical_section(critical: pd.DataFrame) -> str:
@@ -83,8 +133,12 @@ def cost_section(cost: pd.DataFrame) -> str:
             "((prune + train seconds) x GPUs) and plain hours.\n\n" + table + "\n")
 
 
-def summarize(results: Results) -> str:
+def summarize(results: Results, reference: Optional[str] = None) -> str:
+    """The markdown text. `reference` (default synflow) is what the paired differences subtract; an explicit
+    one the store lacks raises UnknownReferenceError, the default one is only noted as absent."""
     trials = results.trials
+    if reference is not None:
+        check_reference(trials, reference)
     selected, settings = default_settings(trials)
     curves = tables.accuracy_curves(selected)
     trained = tables.trained(trials)
@@ -99,10 +153,15 @@ def summarize(results: Results) -> str:
     ]
     datasets, models = tables.panel_grid(trials)
     present = set(zip(trials["model"], trials["dataset"]))
-    for dataset in datasets:
-        for model in models:
-            if (model, dataset) in present:
-                parts.append(accuracy_section(curves, model, dataset))
+    panels: List[tuple] = [(m, d) for d in datasets for m in models if (m, d) in present]
+    for model, dataset in panels:
+        parts.append(accuracy_section(curves, model, dataset))
+    chosen = reference or DEFAULT_REFERENCE
+    if chosen in set(trials["algorithm"]):
+        parts.append(paired_section(tables.paired_differences(selected, chosen), selected, chosen, panels))
+    else:
+        parts.append(f"## Paired differences to {chosen}\n\nThe store has no {chosen} trials; pass --reference "
+                     f"with one of: {', '.join(algorithm_order(trials['algorithm'].unique()))}.\n")
     pruning_selected, _ = default_settings(trials, same_training=False)
     parts.append(critical_section(tables.critical_compression(pruning_selected)))
     parts.append(cost_section(tables.cost_table(trials)))
@@ -117,10 +176,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = OneLineArgumentParser(prog=program("python -m analysis.summary", "prune-sweep-summary"), description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", required=True, help="results store: a directory or a pyarrow URI")
     parser.add_argument("--out", type=Path, help="write the markdown here instead of stdout")
+    parser.add_argument("--reference", help=f"algorithm the paired differences subtract (default {DEFAULT_REFERENCE}; "
+                                            "must be in the store when given)")
     args = parser.parse_args(argv)
     try:
-        text = summarize(load_results(args.store))
-    except StoreError as exc:
+        text = summarize(load_results(args.store), args.reference)
+    except (StoreError, UnknownReferenceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.out is None:

@@ -11,13 +11,15 @@ from typing import Iterable, List, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from analysis.load import (default_settings, most_common_iterations, restrict_to_common_training,
+from analysis import stats
+from analysis.load import (ablation_of, default_settings, most_common_iterations, restrict_to_common_training,
                            with_default_prune_settings)
 from analysis.style import algorithm_order
-from common.vocabulary import WEIGHT_KINDS
+from common.vocabulary import ABLATIONS, DEFAULT_ABLATION, WEIGHT_KINDS
 
 PANEL = ["model", "dataset"]
-ACCURACY_COLUMNS = ["top1_mean", "top1_min", "top1_max", "top1_std", "trials"]
+ACCURACY_COLUMNS = ["top1_mean", "top1_min", "top1_max", "top1_std", "top1_ci", "top1_ci_low", "top1_ci_high",
+                    "trials"]
 
 
 def trained(trials: pd.DataFrame) -> pd.DataFrame:
@@ -38,19 +40,25 @@ def missing_panels(all_trials: pd.DataFrame, drawn: pd.DataFrame) -> List[Tuple[
 
 
 def accuracy_curves(trials: pd.DataFrame, by: Sequence[str] = ("algorithm",)) -> pd.DataFrame:
-    """Top-1 (%) per (model, dataset, *by, compression): mean, min, max and std over seeds.
+    """Top-1 (%) per (model, dataset, *by, compression): mean, min, max, std and 95% interval over seeds.
 
-    Only trained trials count; `trials` is used as given, so restrict it
-    (e.g. `default_settings`) before calling.
+    `top1_ci` is the half-width of the 95% Student-t interval of the mean
+    (t(0.975, n - 1) * std / sqrt(n)); `top1_ci_low`/`top1_ci_high` are
+    mean -/+ that, NaN for a single seed. Only trained trials count; `trials`
+    is used as given, so restrict it (e.g. `default_settings`) before calling.
     """
     keys = [*PANEL, *by, "log10_compression"]
-    done = trained(trials).assign(top1=lambda f: f["final_top1"] * 100.0)
+    done = trained(trials)
+    done = done.assign(top1=done["final_top1"] * 100.0, **({"ablation": ablation_of(done)} if "ablation" in by else {}))
     if done.empty:
         return pd.DataFrame(columns=[*keys, "compression", *ACCURACY_COLUMNS])
     curves = done.groupby(keys, sort=True)["top1"].agg(
         top1_mean="mean", top1_min="min", top1_max="max", top1_std="std", trials="size").reset_index()
     curves.insert(len(keys), "compression", 10.0 ** curves["log10_compression"])
-    return curves
+    half = stats.half_widths(curves["top1_std"], curves["trials"])
+    curves = curves.assign(top1_ci=half, top1_ci_low=curves["top1_mean"] - half,
+                           top1_ci_high=curves["top1_mean"] + half)
+    return curves[[*keys, "compression", *ACCURACY_COLUMNS]]
 
 
 def dense_reference(trials: pd.DataFrame) -> pd.DataFrame:
@@ -237,6 +245,105 @@ def cost_table(trials: pd.DataFrame) -> pd.DataFrame:
     cost["gpu_hours"] = cost["prune_gpu_hours"] + cost["train_gpu_hours"]
     cost["hours"] = cost["prune_hours"] + cost["train_hours"]
     return _order_algorithms(cost[columns])
+
+
+def paired_differences(trials: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Top-1 (%) of each algorithm minus `reference`'s, paired by seed, per (model, dataset, algorithm, compression).
+
+    Every algorithm at one (model, dataset, seed) prunes the same initial
+    weights, so the seed-by-seed difference removes the initialisation's share
+    of the spread. A seed counts only where both algorithms have a trained
+    trial at that compression (several trials of one cell count as their
+    mean); `pairs` is how many seeds did. `diff_ci` is the half-width of the
+    95% Student-t interval of the mean difference (NaN for one pair), and
+    `excludes_zero` says the interval lies strictly above or below zero.
+    `trials` is used as given: restrict it (e.g. `default_settings`) first.
+    """
+    columns = [*PANEL, "algorithm", "reference", "log10_compression", "compression", "pairs", "diff_mean",
+               "diff_std", "diff_ci", "diff_ci_low", "diff_ci_high", "excludes_zero", "algorithm_mean",
+               "reference_mean"]
+    done = trained(trials)
+    if done.empty or reference not in set(done["algorithm"]):
+        return pd.DataFrame(columns=columns)
+    cells = [*PANEL, "log10_compression", "seed"]
+    wide = done.assign(top1=done["final_top1"] * 100.0).groupby([*cells, "algorithm"], sort=True)["top1"] \
+        .mean().unstack("algorithm")
+    rows = []
+    for algorithm in [a for a in wide.columns if a != reference]:
+        both = wide[[algorithm, reference]].dropna()
+        for (model, dataset, log10), pair in both.groupby(level=[0, 1, 2], sort=True):
+            difference = (pair[algorithm] - pair[reference]).round(9) + 0.0  # equal accuracies give 0, not 1e-14
+            mean, half, n = stats.mean_interval(difference)
+            rows.append(dict(
+                model=model, dataset=dataset, algorithm=algorithm, reference=reference, log10_compression=log10,
+                compression=10.0 ** log10, pairs=n, diff_mean=mean,
+                diff_std=float(difference.std(ddof=1)) if n > 1 else np.nan, diff_ci=half,
+                diff_ci_low=mean - half, diff_ci_high=mean + half,
+                excludes_zero=stats.excludes_zero(mean - half, mean + half),
+                algorithm_mean=float(pair[algorithm].mean()), reference_mean=float(pair[reference].mean()),
+            ))
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    return _order_algorithms(pd.DataFrame(rows, columns=columns).sort_values([*PANEL, "log10_compression"]),
+                             also=[*PANEL, "log10_compression"])
+
+
+def ablation_curves(trials: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy curves per (model, dataset, algorithm, ablation), on the panels holding any ablation but none.
+
+    The other pruning settings are at their defaults, each algorithm at its
+    most common iteration count, trained trials of a panel at its most
+    common number of epochs (as `variant_curves`). "none" is the method
+    itself, the reference each ablation is compared with.
+    """
+    trials = trials.assign(ablation=ablation_of(trials))
+    ablated = trials[trials["ablation"] != DEFAULT_ABLATION]
+    panels = set(zip(ablated["model"], ablated["dataset"]))
+    chosen = trials[[(m, d) in panels for m, d in zip(trials["model"], trials["dataset"])]]
+    curves = variant_curves(chosen, chosen["algorithm"].unique(), "ablation")
+    rank = {a: i for i, a in enumerate(ablation_order(curves["ablation"].unique()))}
+    curves = curves.assign(_ablation=curves["ablation"].map(rank)).sort_values(
+        [*PANEL, "_ablation", "log10_compression"], kind="stable").drop(columns="_ablation")
+    return _order_algorithms(curves, also=PANEL)
+
+
+def ablation_order(ablations: Iterable[str]) -> List[str]:
+    """Known ablations in vocabulary order ("none" first), then any others alphabetically."""
+    names = set(ablations)
+    return [a for a in ABLATIONS if a in names] + sorted(names - set(ABLATIONS))
+
+
+def effective_compression(trials: pd.DataFrame) -> pd.DataFrame:
+    """Effective compression against nominal, per (model, dataset, algorithm, compression), over seeds.
+
+    A trial's effective compression is prunable_params /
+    effective_remaining_params: kept weights on no input-to-output path count
+    as pruned. A trial that kept no such weight (0: the network is
+    disconnected) has infinite effective compression; it is counted in
+    `disconnected` and left out of the mean, min and max, which are over the
+    `connected` trials (NaN when every trial is disconnected). Trials without
+    the count (stores that predate it) are left out. `trials` is used as
+    given: restrict it (e.g. `default_settings(..., same_training=False)`) first.
+    """
+    keys = [*PANEL, "algorithm", "log10_compression"]
+    columns = [*keys, "compression", "effective_compression_mean", "effective_compression_min",
+               "effective_compression_max", "trials", "connected", "disconnected"]
+    if "effective_remaining_params" not in trials:
+        return pd.DataFrame(columns=columns)
+    measured = trials[trials["effective_remaining_params"].notna()]
+    if measured.empty:
+        return pd.DataFrame(columns=columns)
+    effective = measured["effective_remaining_params"].astype(float)
+    ratio = (measured["prunable_params"].astype(float) / effective.where(effective > 0))
+    frame = measured.assign(_ratio=ratio, _disconnected=effective == 0)
+    table = frame.groupby(keys, sort=True).agg(
+        effective_compression_mean=("_ratio", "mean"), effective_compression_min=("_ratio", "min"),
+        effective_compression_max=("_ratio", "max"), trials=("_ratio", "size"), connected=("_ratio", "count"),
+        disconnected=("_disconnected", "sum"),
+    ).reset_index()
+    table.insert(len(keys), "compression", 10.0 ** table["log10_compression"])
+    table["disconnected"] = table["disconnected"].astype(int)
+    return _order_algorithms(table[columns], also=PANEL)
 
 
 def _order_algorithms(frame: pd.DataFrame, also: Sequence[str] = ()) -> pd.DataFrame:

@@ -49,11 +49,16 @@ def long_lived_address() -> Optional[str]:
     return address
 
 
-def connect(address: Optional[str], num_cpus: Optional[int]) -> str:
-    """ray.init on the cluster this sweep should use; a description of it for the plan."""
+def connect(address: Optional[str], num_cpus: Optional[int], runtime_env: Optional[Dict] = None) -> str:
+    """ray.init on the cluster this sweep should use; a description of it for the plan.
+
+    `runtime_env` (the plugins' `py_modules`) applies to every worker of this sweep's job.
+    """
     import ray
 
     quiet = dict(logging_level=logging.ERROR, log_to_driver=False)
+    if runtime_env:
+        quiet["runtime_env"] = runtime_env
     if address:
         check_reachable(address, "--address")
         ray.init(address=address, **quiet)

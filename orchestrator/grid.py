@@ -1,8 +1,9 @@
 """Sweeps: a `SweepSpec` expands into the trials of its grid, each with a stable id; presets name the paper's grids.
 
 The grid is (model x dataset) x algorithm variant x log10 compression x seed.
-An algorithm *variant* is an algorithm with its iteration count and scoring
-mode, so "snip x1, x10, x100" or "grasp in eval and train mode" are one axis.
+An algorithm *variant* is an algorithm with its iteration count, scoring
+mode and sanity-check ablation, so "snip x1, x10, x100", "grasp in eval and
+train mode" or "synflow, shuffled" are one axis.
 Each (model, dataset) trains with the paper's recipe where the paper gives one,
 or with the sweep's own `train`, and `train_overrides` apply on top.
 """
@@ -15,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 
 from common.registry import Registry
 from common.checks import check_number
-from common.vocabulary import DEFAULT_PRUNE_MODE
+from common.vocabulary import ABLATIONS, DEFAULT_ABLATION, DEFAULT_PRUNE_MODE
 from trainables.specs import MAX_LEVELS, MAX_SEED, DataSpec, ModelSpec, PruneSpec, TrainSpec, TrialSpec
 from trainables.training import FALLBACK_RECIPE, paper_recipe
 
@@ -32,15 +33,16 @@ class AlgorithmVariant:
     iterations: Optional[int] = None   # None: the algorithm's default (synflow 100, others 1)
     mode: str = DEFAULT_PRUNE_MODE
     levels: int = 0                    # imp only
+    ablation: str = DEFAULT_ABLATION
 
     def __post_init__(self) -> None:
         if self.algorithm == "imp" and not self.levels:
             object.__setattr__(self, "levels", DEFAULT_IMP_LEVELS)
-        PruneSpec(self.algorithm, 0.0, iterations=self.iterations, mode=self.mode, levels=self.levels)
+        self.prune(0.0)
 
     def prune(self, log10_compression: float) -> PruneSpec:
         return PruneSpec(self.algorithm, log10_compression, iterations=self.iterations, mode=self.mode,
-                         levels=self.levels)
+                         levels=self.levels, ablation=self.ablation)
 
 
 @dataclass(frozen=True)
@@ -54,13 +56,14 @@ class SweepSpec:
     train: Optional[TrainSpec] = None            # None: the paper's recipe for each (model, dataset)
     train_overrides: Tuple[Tuple[str, object], ...] = ()
     description: str = ""
+    also: Tuple["SweepSpec", ...] = ()  # more grids run as part of this sweep (other pairs, other variants)
 
     def __post_init__(self) -> None:
         for axis in ("models", "datasets", "algorithms", "log10_compressions", "seeds"):
             if not getattr(self, axis):
                 raise ValueError(f"sweep {self.name!r} has no {axis.replace('_', ' ')}")
-        size = (len(self.models) * len(self.datasets) * len(self.algorithms) * len(self.log10_compressions)
-                * len(self.seeds))
+        size = sum(len(p.models) * len(p.datasets) * len(p.algorithms) * len(p.log10_compressions) * len(p.seeds)
+                   for p in self.parts())
         if size > MAX_TRIALS:
             raise ValueError(f"the grid has {size:,} trials, more than {MAX_TRIALS:,}; check the axes "
                              f"({len(self.log10_compressions):,} compressions, {len(self.seeds):,} seeds)")
@@ -99,17 +102,24 @@ class SweepSpec:
             overrides["lr_drops"] = tuple(drops)
         return dataclasses.replace(base, **overrides)
 
+    def parts(self) -> List["SweepSpec"]:
+        """The grids of this sweep: its own, then each of `also` (flattened)."""
+        own = dataclasses.replace(self, also=()) if self.also else self
+        return [own] + [p for part in self.also for p in part.parts()]
+
     def trials(self) -> List[TrialSpec]:
-        """Every trial of the grid, in a stable order, without duplicates."""
+        """Every trial of every grid, in a stable order, without duplicates."""
         seen: Dict[str, TrialSpec] = {}
-        for model in self.models:
-            for dataset in self.datasets:
-                train = self.recipe(model, dataset)
-                for variant in self.algorithms:
-                    for log10 in self.log10_compressions:
-                        for seed in self.seeds:
-                            spec = TrialSpec(ModelSpec(model), DataSpec(dataset), variant.prune(log10), train, seed)
-                            seen.setdefault(spec.trial_id, spec)
+        for part in self.parts():
+            for model in part.models:
+                for dataset in part.datasets:
+                    train = part.recipe(model, dataset)
+                    for variant in part.algorithms:
+                        for log10 in part.log10_compressions:
+                            for seed in part.seeds:
+                                spec = TrialSpec(ModelSpec(model), DataSpec(dataset), variant.prune(log10), train,
+                                                 seed)
+                                seen.setdefault(spec.trial_id, spec)
         return list(seen.values())
 
 
@@ -185,13 +195,38 @@ def _defaults(*names: str) -> Tuple[AlgorithmVariant, ...]:
     return tuple(AlgorithmVariant(n) for n in names)
 
 
+def with_ablations(variants: Tuple[AlgorithmVariant, ...], ablations: Tuple[str, ...]) -> Tuple[AlgorithmVariant, ...]:
+    """Every variant under every ablation; imp (trained, not pruned at init) keeps only `none`."""
+    crossed = [dataclasses.replace(v, ablation=a) for v in variants for a in ablations
+               if v.algorithm != "imp" or a == DEFAULT_ABLATION]
+    if not crossed:
+        raise ValueError(f"ablations {', '.join(ablations)} apply to pruning at initialization, not to imp; "
+                         f"add --ablations none or another algorithm")
+    return tuple(dict.fromkeys(crossed))
+
+
+def parse_ablations(text: str) -> Tuple[str, ...]:
+    names = parse_names(text, "ablations")
+    bad = [n for n in names if n not in ABLATIONS]
+    if bad:
+        raise ValueError(f"unknown ablation {bad[0]!r}; valid ablations: {', '.join(ABLATIONS)}")
+    return names
+
+
+_QUICKSTART_TRAIN = TrainSpec(epochs=15, batch_size=64, lr=0.1, momentum=0.9, weight_decay=5e-4, lr_drops=(10,),
+                              lr_drop_factor=0.1)
+_QUICKSTART_RATIOS = (0.0, 0.5, 1.0, 1.5, 2.0)
 preset(SweepSpec(
     name="quickstart",
-    description="offline on CPU in minutes: mlp and conv on the 8x8 digits bundled with scikit-learn",
+    description="offline on CPU in minutes: mlp and conv on the 8x8 digits bundled with scikit-learn, and "
+                "SynFlow's sanity-check ablations on mlp",
     models=("mlp", "conv"), datasets=("digits",), algorithms=_defaults(*ALL_ALGORITHMS),
-    log10_compressions=(0.0, 0.5, 1.0, 1.5, 2.0), seeds=(0, 1),
-    train=TrainSpec(epochs=15, batch_size=64, lr=0.1, momentum=0.9, weight_decay=5e-4, lr_drops=(10,),
-                    lr_drop_factor=0.1),
+    log10_compressions=_QUICKSTART_RATIOS, seeds=(0, 1), train=_QUICKSTART_TRAIN,
+    also=(SweepSpec(
+        name="quickstart", models=("mlp",), datasets=("digits",),
+        algorithms=with_ablations(_defaults("synflow"), ABLATIONS[1:]),
+        log10_compressions=_QUICKSTART_RATIOS, seeds=(0, 1), train=_QUICKSTART_TRAIN,
+    ),),
 ))
 preset(SweepSpec(
     name="fig1",
@@ -220,6 +255,33 @@ preset(SweepSpec(
     log10_compressions=_range(0, 3, 0.25), seeds=(0, 1, 2),
 ))
 preset(SweepSpec(
+    name="sanity-checks",
+    description="the sanity checks of 'Missing the Mark': 5 algorithms x 5 ablations on vgg16_bn/CIFAR-100 and "
+                "resnet20/CIFAR-10",
+    models=("vgg16_bn",), datasets=("cifar100",), algorithms=with_ablations(_defaults(*ALL_ALGORITHMS), ABLATIONS),
+    log10_compressions=_range(0, 3, 0.25), seeds=(0, 1, 2),
+    also=(SweepSpec(
+        name="sanity-checks", models=("resnet20",), datasets=("cifar10",),
+        algorithms=with_ablations(_defaults(*ALL_ALGORITHMS), ABLATIONS),
+        log10_compressions=_range(0, 3, 0.25), seeds=(0, 1, 2),
+    ),),
+))
+preset(SweepSpec(
+    name="effective-sparsity",
+    description="prune only, vgg16_bn/CIFAR-100 up to 10^6: effective against nominal compression",
+    models=("vgg16_bn",), datasets=("cifar100",), algorithms=_defaults(*ALL_ALGORITHMS, "force", "grasp_abs"),
+    log10_compressions=_range(0, 6, 0.25), seeds=(0, 1, 2), train_overrides=(("epochs", 0),),
+))
+preset(SweepSpec(
+    name="iterative",
+    description="the rebuttal's iterative methods at equal cost: SNIP x1/x10/x100, FORCE x10/x100, SynFlow x100 "
+                "on vgg16_bn/CIFAR-100",
+    models=("vgg16_bn",), datasets=("cifar100",),
+    algorithms=(AlgorithmVariant("snip", 1), AlgorithmVariant("snip", 10), AlgorithmVariant("snip", 100),
+                AlgorithmVariant("force", 10), AlgorithmVariant("force", 100), AlgorithmVariant("synflow")),
+    log10_compressions=_range(0, 3, 0.25), seeds=(0, 1, 2),
+))
+preset(SweepSpec(
     name="train-mode",
     description="SNIP and GraSP scored with batch-norm in eval mode and in train mode on vgg16_bn/CIFAR-100",
     models=("vgg16_bn",), datasets=("cifar100",),
@@ -238,6 +300,7 @@ def with_overrides(
     seeds: Optional[str] = None,
     iterations: Optional[int] = None,
     levels: Optional[int] = None,
+    ablations: Optional[str] = None,
     **train: object,
 ) -> SweepSpec:
     """The preset with CLI axis overrides; each value is validated and named in the error."""
@@ -260,6 +323,9 @@ def with_overrides(
                              f"use --levels)")
         variants = tuple(dataclasses.replace(v, iterations=iterations) if v.algorithm != "imp" else v
                          for v in variants)
+    if ablations is not None:
+        variants = with_ablations(tuple(dataclasses.replace(v, ablation=DEFAULT_ABLATION) for v in variants),
+                                  parse_ablations(ablations))
     changes["algorithms"] = tuple(dict.fromkeys(variants))
     if log10_compressions is not None:
         changes["log10_compressions"] = parse_compressions(log10_compressions)
@@ -268,4 +334,10 @@ def with_overrides(
     train_changes = tuple((k, v) for k, v in train.items() if v is not None)
     if train_changes:
         changes["train_overrides"] = tuple(dict(base.train_overrides, **dict(train_changes)).items())
+    if base.also:  # every grid of the preset gets the same overrides (trials they then share run once)
+        changes["also"] = tuple(
+            with_overrides(part, models=models, datasets=datasets, algorithms=algorithms,
+                           log10_compressions=log10_compressions, seeds=seeds, iterations=iterations, levels=levels,
+                           ablations=ablations, **train)
+            for part in base.also)
     return dataclasses.replace(base, **changes)

@@ -91,25 +91,29 @@ def plan(sweep: SweepSpec, store: ResultsStore, policy: ResourcePolicy) -> Dict:
     done = store.finished_ids() if store.exists() else set()
     to_run = [t for t in trials if t.trial_id not in done]
     passes = [estimated_prune_passes(t) for t in to_run]
-    pairs = []
-    for model in sweep.models:
-        for dataset in sweep.datasets:
+    pairs, seen_pairs = [], set()
+    parts = sweep.parts()
+    for part in parts:
+        for model, dataset in ((m, d) for m in part.models for d in part.datasets if (m, d) not in seen_pairs):
+            seen_pairs.add((model, dataset))
             prunable = prunable_weights(model, dataset)
-            top = max(sweep.log10_compressions)
+            top = max(part.log10_compressions)
             if 10 ** top > prunable:
                 raise UsageError(
                     f"log10 compression {top:g} is above what {model}/{dataset} allows: it has {prunable:,} prunable "
                     f"weights, so the largest meaningful log10 compression is {math.log10(prunable):.2f}"
                 )
             pairs.append({"model": model, "dataset": dataset, "prunable_weights": prunable,
-                          "recipe": describe_recipe(sweep.recipe(model, dataset)),
-                          "recipe_source": sweep.recipe_source(model, dataset)})
+                          "recipe": describe_recipe(part.recipe(model, dataset)),
+                          "recipe_source": part.recipe_source(model, dataset)})
     variants = [f"{v.algorithm} x{v.prune(0).iterations}" + (f" ({v.mode} mode)" if v.mode != DEFAULT_PRUNE_MODE else "")
-                + (f" ({v.levels} levels)" if v.levels else "") for v in sweep.algorithms]
+                + (f" ({v.levels} levels)" if v.levels else "") + (f" [{v.ablation}]" if v.ablation != "none" else "")
+                for v in dict.fromkeys(v for part in parts for v in part.algorithms)]
     return {
         "sweep": sweep.name, "trials": len(trials), "done": len(trials) - len(to_run), "to_run": len(to_run),
-        "pairs": pairs, "algorithms": variants, "log10_compressions": list(sweep.log10_compressions),
-        "seeds": list(sweep.seeds),
+        "pairs": pairs, "algorithms": variants,
+        "log10_compressions": sorted({c for part in parts for c in part.log10_compressions}),
+        "seeds": sorted({s for part in parts for s in part.seeds}),
         "resources": resource_asks(to_run, policy),
         "prune_passes": sum(p for p in passes if p is not None),
         "imp_trials_not_counted_in_prune_passes": sum(p is None for p in passes),
@@ -120,12 +124,14 @@ def plan(sweep: SweepSpec, store: ResultsStore, policy: ResourcePolicy) -> Dict:
 
 
 def print_plan(p: Dict, as_json: bool, gpu_note: str) -> None:
-    public = {k: v for k, v in p.items() if k not in ("to_run_specs", "all_specs", "done_ids")}
+    public = {k: v for k, v in p.items() if k not in ("to_run_specs", "all_specs", "done_ids", "plugin_modules")}
     if as_json:
         print(json.dumps(public))
         return
     print(f"sweep {p['sweep']}: {p['trials']} trials, {p['done']} already in {p['store']}, {p['to_run']} to run")
     print(f"  algorithms: {', '.join(p['algorithms'])}")
+    if p.get("plugins"):
+        print(f"  plugins (imported here and on every worker): {', '.join(p['plugins'])}")
     print(f"  log10 compressions: {', '.join(f'{c:g}' for c in p['log10_compressions'])}; "
           f"seeds: {', '.join(map(str, p['seeds']))}")
     for pair in p["pairs"]:

@@ -25,6 +25,7 @@ from collections import Counter
 from typing import List, Optional
 
 from common.cli import OneLineArgumentParser, program
+from common.plugins import load_plugins
 from orchestrator.grid import PRESETS, SweepSpec, with_overrides
 from orchestrator.plan import UsageError, check_datasets, data_dir, plan, print_plan
 from orchestrator.resources import ResourcePolicy
@@ -51,11 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     axes = ap.add_argument_group("grid overrides (replace the preset's axis)")
     axes.add_argument("--models", help="comma-separated model names")
     axes.add_argument("--datasets", help="comma-separated dataset names")
-    axes.add_argument("--algorithms", help="comma-separated: synflow, snip, grasp, magnitude, random, imp")
+    axes.add_argument("--algorithms", help="comma-separated: synflow, snip, grasp, magnitude, random, force, "
+                                           "grasp_abs, imp, or a plugin's")
     axes.add_argument("--log10-compressions", help="a list 0,0.5,1 or a range start:stop:step like 0:3:0.25")
     axes.add_argument("--seeds", help="a list 0,1,2 or a range 0:3 (stop excluded)")
     axes.add_argument("--iterations", type=int, help="pruning rounds for every algorithm")
     axes.add_argument("--levels", type=int, help="train-prune-rewind levels for imp (default 3)")
+    axes.add_argument("--ablations", help="comma-separated sanity checks, every algorithm under each: "
+                                          "none, shuffle, reinit, invert, layerwise_random (imp: none only)")
     train = ap.add_argument_group("training overrides (on top of each pair's paper recipe)")
     train.add_argument("--epochs", type=int, help="epochs per trial; learning-rate drops move in proportion")
     train.add_argument("--lr", type=float)
@@ -83,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "cluster's workers hold the data)")
     run.add_argument("--keep-checkpoints", action="store_true",
                      help="keep finished trials' checkpoints (default: deleted once the trial is in the store)")
+    run.add_argument("--plugins", action="append", default=[], metavar="MODULE",
+                     help="your own scorers/models/datasets: a dotted module or a .py path, imported here and on "
+                          "every Ray worker (repeatable)")
     run.add_argument("--dry-run", action="store_true", help="run nothing; print the plan")
     run.add_argument("--json", action="store_true", help="print the plan or the summary as one JSON object")
     return ap
@@ -93,6 +100,7 @@ def resolve_sweep(args: argparse.Namespace) -> SweepSpec:
     sweep = with_overrides(
         base, models=args.models, datasets=args.datasets, algorithms=args.algorithms,
         log10_compressions=args.log10_compressions, seeds=args.seeds, iterations=args.iterations, levels=args.levels,
+        ablations=args.ablations,
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
         precision=args.precision,
     )
@@ -127,6 +135,7 @@ def interrupted_message(args: argparse.Namespace) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        plugins = load_plugins(args.plugins)
         sweep = resolve_sweep(args)
         store = ResultsStore(args.store)
         if not args.dry_run:
@@ -135,6 +144,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         policy = ResourcePolicy(cluster_has_gpus=args.gpus_per_trial != 0, gpus_per_trial=args.gpus_per_trial,
                                 cpus_per_trial=args.cpus_per_trial)
         the_plan = plan(sweep, store, policy)
+        the_plan["plugins"], the_plan["plugin_modules"] = [p.given for p in plugins], plugins
         for line in the_plan["quarantined"]:
             print(f"[{sweep.name}] {line}: that trial will run again", file=sys.stderr)
         if args.dry_run:

@@ -15,6 +15,7 @@ import uuid
 from collections import Counter
 from typing import Dict, Sequence
 
+from common.plugins import Plugin
 from orchestrator.cluster import check_feasible, connect, node_capacities
 from orchestrator.grid import SweepSpec
 from orchestrator.plan import data_dir, print_plan, resource_asks
@@ -114,7 +115,7 @@ def unique_run_name(sweep_name: str) -> str:
 
 
 def run_sweep(args: argparse.Namespace, sweep: SweepSpec, store: ResultsStore, to_run: Sequence[TrialSpec],
-              policy: ResourcePolicy) -> Dict:
+              policy: ResourcePolicy, plugins: Sequence[Plugin] = ()) -> Dict:
     """One fresh Tune run over the trials not in the store; each continues from its own newest checkpoint."""
     from ray import tune
     from ray.tune import PlacementGroupFactory
@@ -134,6 +135,7 @@ def run_sweep(args: argparse.Namespace, sweep: SweepSpec, store: ResultsStore, t
             "spec": tune.grid_search([t.to_dict() for t in to_run]),
             "store": absolute(str(store)), "sweep": sweep.name, "data_dir": data_dir(args),
             "keep_checkpoints": args.keep_checkpoints, "checkpoint_root": checkpoint_root(storage_path),
+            "plugins": [p.import_name for p in plugins],
         },
         tune_config=tune.TuneConfig(
             reuse_actors=True, max_concurrent_trials=args.max_concurrent,
@@ -185,11 +187,13 @@ def launch(args: argparse.Namespace, sweep: SweepSpec, store: ResultsStore, the_
     """Connect, check the asks against the cluster, and run what is left."""
     import ray
 
-    where = connect(args.address, args.num_cpus)
+    plugins = the_plan.get("plugin_modules", [])
+    where = connect(args.address, args.num_cpus,
+                    {"py_modules": list({id(p.shipped): p.shipped for p in plugins}.values())} if plugins else None)
     policy = ResourcePolicy(cluster_has_gpus=ray.cluster_resources().get("GPU", 0) > 0,
                             gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial)
     the_plan["resources"] = resource_asks(the_plan["to_run_specs"], policy)  # now that the GPUs are known
     check_feasible([r["per_trial"] for r in the_plan["resources"]], node_capacities())
     if not args.json:
         print_plan(the_plan, False, f"on {where}")
-    return run_sweep(args, sweep, store, the_plan["to_run_specs"], policy)
+    return run_sweep(args, sweep, store, the_plan["to_run_specs"], policy, plugins)

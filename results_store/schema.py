@@ -44,9 +44,11 @@ SCHEMAS: Dict[str, pa.Schema] = {
         _field("prune_mode", pa.string()),
         _field("levels", pa.int64()),
         _field("examples_per_class", pa.int64()),
+        _field("ablation", pa.string(), nullable=True),  # null in stores written before ablations: "none"
         _field("prunable_params", pa.int64()),
         _field("prunable_layers", pa.int64()),
         _field("remaining_params", pa.int64()),
+        _field("effective_remaining_params", pa.int64(), nullable=True),
         _field("density", pa.float64()),
         _field("collapsed", pa.bool_()),
         _field("prune_passes", pa.int64()),
@@ -95,6 +97,7 @@ SCHEMAS: Dict[str, pa.Schema] = {
         _field("remaining", pa.int64()),
         _field("density", pa.float64()),
         _field("score_sum", pa.float64(), nullable=True),
+        _field("effective_remaining", pa.int64(), nullable=True),
     ]),
 }
 

@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 
 import matplotlib.image
+import pandas as pd
 import pytest
 
 from analysis import accuracy_figures, plots, summary, tables
-from analysis.load import default_settings, load_results
+from analysis.load import Results, default_settings, load_results
 from results_store import ResultsStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,13 +40,15 @@ EMPTY_LAYER = {("snip", 2, 1): 2, ("random", 1, 0): 0}
 
 
 def write(store, model, dataset, algorithm, log10, seed, top1, *, iterations=None, prune_mode="eval", epochs=3,
-          status="completed", densities=None, empty_layer=None, prune_seconds=None):
+          status="completed", densities=None, empty_layer=None, prune_seconds=None, **extra):
+    """One trial; `extra` sets more trial columns (e.g. ablation, effective_remaining_params)."""
     iterations = iterations or (100 if algorithm == "synflow" else 1)
     densities = densities or DENSITY[(algorithm, log10 if log10 <= 2 else 2)]
     remaining = [round(size * d) for size, d in zip((100, 1000, 50), densities)]
     if empty_layer is not None:
         remaining[empty_layer] = 0
-    trial_id = f"{model}-{dataset}-{algorithm}-{log10}-{seed}-{iterations}-{prune_mode}-{epochs}-{status}"
+    trial_id = f"{model}-{dataset}-{algorithm}-{log10}-{seed}-{iterations}-{prune_mode}-{epochs}-{status}" + \
+        "".join(f"-{value}" for value in extra.values())
     weight_rows = iter(zip(remaining, (SCORES[algorithm] if log10 > 0 else (None,) * 3)))
     layers = []
     for index, (layer, param, kind, size) in enumerate(LAYERS):
@@ -63,7 +66,7 @@ def write(store, model, dataset, algorithm, log10, seed, top1, *, iterations=Non
         dense_flops=10_000, remaining_flops=1_000, epochs=epochs, final_top1=top1,
         final_top5=None if top1 is None else min(1.0, top1 + 0.05), best_top1=top1, final_test_loss=None,
         train_seconds=3600.0 if epochs else 0.0, status=status, started_at=T0, finished_at=T0, host="h",
-        device=None, cpus=2.0, gpus=0.5, torch_version="2.15", project_version="0.1.0", config="{}",
+        device=None, cpus=2.0, gpus=0.5, torch_version="2.15", project_version="0.1.0", config="{}", **extra,
     )
     store.write_trial(trial, [], layers)
 
@@ -214,6 +217,9 @@ def test_cli_writes_png_and_pdf_for_every_figure_and_reports_the_missing_panel(s
     assert "accuracy: no trials for (resnet20, cifar100)" in printed
     assert "layer_density: no layer rows for (resnet20, cifar100)" in printed
     assert "accuracy: 8 trained trial(s) with non-default settings left out (see the iterative figure)" in printed
+    assert "ablations: no ablation trials in the store (every trial has ablation none); figure not drawn" in printed
+    assert ("effective_sparsity: no trial records effective_remaining_params (the store predates it); "
+            "figure not drawn") in printed
     assert printed[-1].startswith(f"wrote 10 figure(s) to {out}: accuracy, conservation_resnet20_cifar10")
 
 
@@ -222,8 +228,91 @@ def test_cli_only_draws_the_named_figures_and_refuses_unknown_names(store_dir, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cost.csv", "cost.pdf", "cost.png"]
     capsys.readouterr()
     assert plots.main(["--store", str(store_dir), "--out", str(tmp_path), "--only", "accuracy,density"]) == 2
-    assert capsys.readouterr().err == ("error: unknown figure 'density'; valid figures: accuracy, conservation, "
-                                       "cost, critical_compression, iterative, layer_density\n")
+    assert capsys.readouterr().err == ("error: unknown figure 'density'; valid figures: ablations, accuracy, "
+                                       "conservation, cost, critical_compression, effective_sparsity, iterative, "
+                                       "layer_density\n")
+
+
+def test_cli_band_picks_the_interval_and_refuses_unknown_bands(store_dir, tmp_path, capsys):
+    assert plots.main(["--store", str(store_dir), "--out", str(tmp_path), "--only", "accuracy", "--band", "ci"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["accuracy.pdf", "accuracy.png"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        plots.main(["--store", str(store_dir), "--out", str(tmp_path / "x"), "--band", "sd"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == ("error: argument --band: invalid choice: 'sd' (choose from 'range', 'ci') "
+                                       "(see python -m analysis.plots --help)\n")
+    assert not (tmp_path / "x").exists()
+
+
+def test_old_stores_read_as_ablation_none_without_effective_counts(results):
+    assert set(results.trials["ablation"]) == {"none"}  # written without the column: null in the store
+    assert results.trials["effective_remaining_params"].isna().all()
+    assert results.layers["effective_remaining"].isna().all()
+
+
+def test_ablation_trials_stay_out_of_the_headline_figures_and_get_their_own(tmp_path, capsys):
+    store = ResultsStore(tmp_path / "results")
+    for seed, offset in SEED_OFFSET.items():
+        for log10 in (0, 1, 2):
+            for algorithm in ("synflow", "snip"):
+                top1 = BASE[algorithm][log10] + offset
+                # snip at 100x leaves no input-output path in seed 0: 1150 prunable / 0 effective
+                effective = 0 if (algorithm, log10, seed) == ("snip", 2, 0) else round(1150 / 10 ** log10 / 2)
+                write(store, "vgg11_bn", "cifar10", algorithm, log10, seed, top1, ablation="none",
+                      effective_remaining_params=effective)
+        for log10 in (1, 2):
+            write(store, "vgg11_bn", "cifar10", "synflow", log10, seed, 0.2 + offset, ablation="shuffle",
+                  effective_remaining_params=1)
+    results = load_results(tmp_path / "results")
+    curves = tables.accuracy_curves(default_settings(results.trials)[0])
+    assert curve(curves, "vgg11_bn", "cifar10", "synflow")["top1_mean"].tolist() == pytest.approx([91.0, 89.0, 81.0])
+    assert plots.main(["--store", str(tmp_path / "results"), "--out", str(tmp_path / "fig"), "--only",
+                       "accuracy,ablations,effective_sparsity"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert "accuracy: 6 trained ablation trial(s) left out (see the ablations figure)" in printed
+    assert "effective_sparsity: (vgg11_bn, cifar10) snip: trials disconnected (drawn at ∞): 1 of 3 at 100x" in printed
+    assert {p.name for p in (tmp_path / "fig").glob("*.png")} == {"accuracy.png", "ablations.png",
+                                                                   "effective_sparsity.png"}
+    effective = pd.read_csv(tmp_path / "fig" / "effective_sparsity.csv")
+    synflow = effective[effective["algorithm"] == "synflow"]
+    # 1150 / round(1150 / 10^k / 2) at k = 0, 1, 2: the shuffle trials' 1150 / 1 stays out
+    assert synflow["effective_compression_mean"].tolist() == pytest.approx([1150 / 575, 1150 / 58, 1150 / 6])
+    text = summary.summarize(results)
+    assert "| 10x (10^1) | 89.0 ± 6.6 | 86.0 ± 6.6 |" in text  # no shuffle trial averaged in
+
+
+def test_summary_pairs_seeds_against_a_reference(results, store_dir, capsys):
+    text = summary.summarize(results)
+    paired = text.split("## Paired differences to synflow")[1].split("## Critical")[0]
+    panel = paired.split("### vgg11_bn / cifar10")[1].split("###")[0]
+    # every seed's offset cancels: snip - synflow = 85 - 88 = -3 at 10x in each seed; the interval is a point
+    assert "| 10x (10^1) | snip | -3.0 | [-3.0, -3.0] | 3 | * |" in panel
+    assert "| 1x (10^0) | random | +0.0 | [+0.0, +0.0] | 3 |  |" in panel
+    assert "95% Student-t interval" in paired
+    by_random = summary.summarize(results, reference="random")
+    assert "## Paired differences to random" in by_random and "| 100x (10^2) | synflow | +50.0 |" in by_random
+    assert summary.main(["--store", str(store_dir), "--reference", "grasp"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == ("error: unknown reference algorithm 'grasp'; algorithms in the store: synflow, snip, "
+                            "random\n")
+    assert captured.out == ""
+
+
+def test_summary_says_when_a_panel_has_no_pairs(tmp_path):
+    store = ResultsStore(tmp_path / "results")
+    for seed in (0, 1):
+        write(store, "vgg11_bn", "cifar10", "snip", 1, seed, 0.8)
+        write(store, "vgg11_bn", "cifar100", "synflow", 1, seed, 0.5)
+        write(store, "vgg11_bn", "cifar100", "snip", 2, seed, 0.4)
+    text = summary.summarize(load_results(tmp_path / "results"))
+    paired = text.split("## Paired differences to synflow")[1]
+    assert "### vgg11_bn / cifar10\n\nNo pairs: synflow has no trained trial here." in paired
+    assert ("### vgg11_bn / cifar100\n\nNo pairs: no other algorithm shares a compression and seed with synflow "
+            "here.") in paired
+    no_synflow = Results("mem", load_results(tmp_path / "results").trials.query("algorithm == 'snip'"),
+                         pd.DataFrame(), pd.DataFrame())
+    assert "The store has no synflow trials; pass --reference with one of: snip." in summary.summarize(no_synflow)
 
 
 def test_a_store_with_only_pruned_trials_still_draws_the_pruning_figures(tmp_path, capsys):
@@ -250,12 +339,14 @@ def test_empty_or_absent_store_exits_2_with_one_line(tmp_path):
     assert not (tmp_path / "fig").exists()
 
 
-def test_summary_tables_hold_mean_and_std(results, store_dir, tmp_path):
+def test_summary_tables_hold_mean_and_95_percent_interval(results, store_dir, tmp_path):
     text = summary.summarize(results)
     assert "## vgg11_bn / cifar10" in text and "## resnet20 / cifar10" in text
     snip_column = text.split("## vgg11_bn / cifar10")[1].split("##")[0]
     assert "| compression | synflow | snip | random |" in snip_column
-    assert "| 10x (10^1) | 89.0 ± 2.6 | 86.0 ± 2.6 | 71.0 ± 2.6 |" in snip_column
+    # seed offsets -1, 0, +4: std sqrt(7), half-width t(0.975, 2) * sqrt(7) / sqrt(3) = 4.303 * 1.528 = 6.6
+    assert "| 10x (10^1) | 89.0 ± 6.6 | 86.0 ± 6.6 | 71.0 ± 6.6 |" in snip_column
+    assert "95% Student-t interval" in snip_column
     assert "| vgg11_bn | cifar10 | snip | 10x | 100x | 100x | 383x | 9 |" in text
     assert "- no trials for (resnet20, cifar100)" in text
     out = tmp_path / "summary.md"

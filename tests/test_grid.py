@@ -10,8 +10,38 @@ from trainables.training import paper_recipe
 
 def test_preset_sizes():
     sizes = {name: len(PRESETS[name].trials()) for name in PRESETS.names()}
-    assert sizes == {"quickstart": 100, "fig1": 5 * 13 * 3, "fig6": 12 * 5 * 13 * 3, "layer-collapse": 5 * 25 * 3,
-                     "iterative-snip": 4 * 13 * 3, "train-mode": 4 * 13 * 3}
+    assert sizes == {"quickstart": 100 + 4 * 5 * 2, "fig1": 5 * 13 * 3, "fig6": 12 * 5 * 13 * 3,
+                     "layer-collapse": 5 * 25 * 3, "iterative-snip": 4 * 13 * 3, "train-mode": 4 * 13 * 3,
+                     "sanity-checks": 2 * 5 * 5 * 13 * 3, "effective-sparsity": 7 * 25 * 3, "iterative": 6 * 13 * 3}
+
+
+def test_research_presets_hold_the_asked_grids():
+    sanity = PRESETS["sanity-checks"].trials()
+    assert {(t.model.name, t.data.name) for t in sanity} == {("vgg16_bn", "cifar100"), ("resnet20", "cifar10")}
+    assert {(t.prune.algorithm, t.prune.ablation) for t in sanity} == {
+        (a, b) for a in ("synflow", "snip", "grasp", "magnitude", "random")
+        for b in ("none", "shuffle", "reinit", "invert", "layerwise_random")}
+    effective = PRESETS["effective-sparsity"].trials()
+    assert {t.train.epochs for t in effective} == {0} and max(t.prune.log10_compression for t in effective) == 6.0
+    iterative = {(t.prune.algorithm, t.prune.iterations) for t in PRESETS["iterative"].trials()}
+    assert iterative == {("snip", 1), ("snip", 10), ("snip", 100), ("force", 10), ("force", 100), ("synflow", 100)}
+    quick = PRESETS["quickstart"].trials()
+    ablated = [t for t in quick if t.prune.ablation != "none"]
+    assert {(t.model.name, t.prune.algorithm) for t in ablated} == {("mlp", "synflow")}
+    assert {t.train for t in quick} == {quick[0].train}
+
+
+def test_ablations_axis_crosses_every_algorithm_and_leaves_imp_unablated():
+    sweep = with_overrides(PRESETS["fig1"], algorithms="synflow,imp", ablations="none,shuffle,invert")
+    pairs = {(v.algorithm, v.ablation) for v in sweep.algorithms}
+    assert pairs == {("synflow", "none"), ("synflow", "shuffle"), ("synflow", "invert"), ("imp", "none")}
+    # Overrides reach every grid of a preset; the trials the grids then share run once.
+    quick = with_overrides(PRESETS["quickstart"], ablations="reinit", seeds="0")
+    assert {t.prune.ablation for t in quick.trials()} == {"reinit"} and len(quick.trials()) == 2 * 5 * 5
+    with pytest.raises(ValueError, match="unknown ablation 'flip'; valid ablations: none, shuffle, reinit"):
+        with_overrides(PRESETS["fig1"], ablations="none,flip")
+    with pytest.raises(ValueError, match="apply to pruning at initialization, not to imp"):
+        with_overrides(PRESETS["fig1"], algorithms="imp", ablations="shuffle")
 
 
 def test_fig6_uses_each_pairs_paper_recipe():

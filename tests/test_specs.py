@@ -19,15 +19,17 @@ PINNED = {
     "snip_2.5": "de1a27efb3c04a2e",
     "mlp": "673f7e44577046ab",
     "quickstart_first": "32da026f74b019e9",
+    "shuffle": "26ced4ed61126a87",
 }
-# sha256 of the quickstart preset's 100 sorted trial ids, joined by commas (first 16 hex digits).
+# sha256 of the quickstart preset's 100 sorted trial ids, joined by commas (first 16 hex digits): the grid as it was
+# before ablations joined it (its trials with ablation none), so a store written then is still "done".
 PINNED_QUICKSTART = "2d0a14d23e40f89d"
 # The defaults the ids leave out. Changing one would silently change what a stored id means.
 PINNED_DEFAULTS = {
     DataSpec: {"input_shape": None, "num_classes": None, "size": None},
     PruneSpec: {"log10_compression": 0.0, "iterations": None, "schedule": "exponential", "scope": "global",
                 "mode": "eval", "prune_bias": False, "prune_batchnorm": False, "prune_residual": False,
-                "examples_per_class": 10, "levels": 0},
+                "examples_per_class": 10, "levels": 0, "ablation": "none"},
     TrainSpec: {"epochs": 0, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "lr_drops": (),
                 "lr_drop_factor": 0.1, "precision": "auto"},
     TrialSpec: {"seed": 0},
@@ -38,10 +40,11 @@ def test_trial_ids_are_pinned():
     assert spec(log10_compression=1.0).trial_id == PINNED["synflow_1"]
     assert spec(log10_compression=2.5, algorithm="snip").trial_id == PINNED["snip_2.5"]
     assert TrialSpec(ModelSpec("mlp"), DataSpec("digits"), PruneSpec("random", 0.0), seed=3).trial_id == PINNED["mlp"]
+    assert spec(log10_compression=1.0, ablation="shuffle").trial_id == PINNED["shuffle"]
     quickstart = PRESETS["quickstart"].trials()
     assert quickstart[0].trial_id == PINNED["quickstart_first"]
-    ids = sorted(t.trial_id for t in quickstart)
-    assert len(ids) == 100
+    ids = sorted(t.trial_id for t in quickstart if t.prune.ablation == "none")
+    assert len(ids) == 100 and len(quickstart) == 140  # + synflow's 4 ablations on mlp
     assert hashlib.sha256(",".join(ids).encode()).hexdigest()[:16] == PINNED_QUICKSTART
 
 
@@ -97,7 +100,7 @@ def test_round_trip_through_dict():
     (lambda: DataSpec("cifar10", num_classes=5), "only be set for dataset 'synthetic'"),
     (lambda: DataSpec("synthetic", input_shape=(3, 10**6, 32)), "input_shape entry must be an integer in [1, 4096]"),
     (lambda: DataSpec("synthetic", size=10**12), "size must be an integer in [1, 1e+07]"),
-    (lambda: PruneSpec("snap"), "unknown algorithm 'snap'; valid algorithms: grasp, imp, magnitude, random, snip, synflow"),
+    (lambda: PruneSpec("snap"), "unknown algorithm 'snap'; valid algorithms: force, grasp, grasp_abs, imp, magnitude, random, snip, synflow"),
     (lambda: PruneSpec("snip", -1), "log10_compression must be a finite number in [0, 12]"),
     (lambda: PruneSpec("snip", 1e308), "log10_compression must be a finite number in [0, 12]"),
     (lambda: PruneSpec("snip", float("nan")), "log10_compression must be a finite number in [0, 12]"),

@@ -25,8 +25,8 @@ def trial_row(trial_id: str = "a1b2c3d4e5f60718", **overrides):
     row = dict(
         trial_id=trial_id, sweep="fig6", model="vgg16_bn", dataset="cifar10", algorithm="synflow",
         log10_compression=1.5, compression=10 ** 1.5, seed=2, iterations=100, schedule="exponential",
-        scope="global", prune_mode="eval", levels=0, examples_per_class=10, prunable_params=14715584,
-        prunable_layers=14, remaining_params=465178, density=465178 / 14715584, collapsed=False,
+        scope="global", prune_mode="eval", levels=0, examples_per_class=10, ablation="none", prunable_params=14715584,
+        prunable_layers=14, remaining_params=465178, effective_remaining_params=465001, density=465178 / 14715584, collapsed=False,
         prune_passes=100, imp_trained_examples=None, prune_seconds=12.25, dense_flops=313_000_000, remaining_flops=21_000_000,
         epochs=2, final_top1=0.9134, final_top5=0.9978, best_top1=0.9151, final_test_loss=0.312,
         train_seconds=3600.5, status="completed", error=None, started_at=STARTED, finished_at=FINISHED,

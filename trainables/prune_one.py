@@ -16,22 +16,29 @@ from typing import List, Optional
 import torch
 
 from common.cli import OneLineArgumentParser, program
-from common.vocabulary import DEFAULT_PRUNE_MODE, DEFAULT_SCHEDULE, DEFAULT_SCOPE, PRUNE_MODES, SCHEDULES, SCOPES
+from common.plugins import load_plugins
+from common.vocabulary import (ABLATIONS, DEFAULT_ABLATION, DEFAULT_PRUNE_MODE, DEFAULT_SCHEDULE, DEFAULT_SCOPE,
+                               PRUNE_MODES, SCHEDULES, SCOPES)
 from trainables import data
 from trainables.initial_prune import initial_model, prune_at_init
-from trainables.pruning import PruneResult
+from trainables.pruning import PruneResult, save_masks
 from trainables.pruning.scores import SCORERS
 from trainables.specs import DataSpec, ModelSpec, PruneSpec, TrialSpec
 
 
 def format_table(result: PruneResult) -> str:
-    rows = [f"{'#':>3}  {'parameter':<34} {'kind':<9} {'size':>11} {'remaining':>11} {'density':>9}  {'score sum':>10}"]
+    rows = [f"{'#':>3}  {'parameter':<34} {'kind':<9} {'size':>11} {'remaining':>11} {'on a path':>11} "
+            f"{'density':>9}  {'score sum':>10}"]
     for s in result.layers:
-        rows.append(f"{s.layer_index:>3}  {s.param:<34} {s.kind:<9} {s.size:>11,} {s.remaining:>11,} "
+        effective = "-" if s.effective_remaining is None else f"{s.effective_remaining:,}"
+        rows.append(f"{s.layer_index:>3}  {s.param:<34} {s.kind:<9} {s.size:>11,} {s.remaining:>11,} {effective:>11} "
                     f"{s.density:>9.3g}  {s.score_sum:>10.3g}")
+    effective = result.effective_remaining_params
+    effective_compression = f"{result.prunable_params / effective:.4g}x" if effective else "infinite: no path"
     rows.append(
         f"total: {result.remaining_params:,} of {result.prunable_params:,} prunable weights remain "
         f"(density {result.density:.3g}, compression {result.prunable_params / result.remaining_params:.4g}x); "
+        f"on an input-output path: {effective:,} (effective compression {effective_compression}); "
         f"collapsed: {'yes' if result.collapsed else 'no'}; prune passes: {result.prune_passes:,}; "
         f"prune seconds: {result.prune_seconds:.2f}; FLOPs (multiply-adds per example): "
         f"{result.remaining_flops:,} of {result.dense_flops:,}"
@@ -58,16 +65,22 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--prune-bias", action="store_true")
     ap.add_argument("--prune-batchnorm", action="store_true")
     ap.add_argument("--prune-residual", action="store_true", help="also prune residual 1x1 projections")
+    ap.add_argument("--ablation", default=DEFAULT_ABLATION, help=f"sanity check, one of: {', '.join(ABLATIONS)}")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     ap.add_argument("--data-dir", default=None, help=f"dataset root (default ${data.DATA_DIR_ENV} or ./data)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    ap.add_argument("--save-masks", metavar="PATH", default=None,
+                    help="write the final boolean masks, {parameter name: mask} in forward order (torch.load reads it)")
+    ap.add_argument("--plugins", action="append", default=[], metavar="MODULE",
+                    help="a dotted module or a .py path that registers scorers, models or datasets (repeatable)")
     return ap
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        load_plugins(args.plugins)
         if args.algorithm == "imp":
             raise ValueError("imp trains between cuts, so it is not a prune-only algorithm; "
                              f"valid here: {', '.join(SCORERS.names())}")
@@ -77,7 +90,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 algorithm=args.algorithm, log10_compression=args.log10_compression, iterations=args.iterations,
                 schedule=args.schedule, scope=args.scope, mode=args.mode, prune_bias=args.prune_bias,
                 prune_batchnorm=args.prune_batchnorm, prune_residual=args.prune_residual,
-                examples_per_class=args.examples_per_class,
+                examples_per_class=args.examples_per_class, ablation=args.ablation,
             ),
             seed=args.seed,
         )
@@ -92,11 +105,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.save_masks:
+        try:
+            save_masks(result.masks, args.save_masks)
+        except OSError as e:
+            print(f"error: cannot write masks to {args.save_masks}: {e.strerror or e}", file=sys.stderr)
+            return 2
     if args.json:
         summary = result.summary()
         summary.update(model=args.model, dataset=args.dataset, algorithm=args.algorithm,
                        compression=spec.prune.compression, log10_compression=spec.prune.log10_compression,
-                       iterations=spec.prune.iterations, seed=args.seed)
+                       iterations=spec.prune.iterations, ablation=spec.prune.ablation, seed=args.seed)
         print(json.dumps(summary))
     else:
         print(f"{args.algorithm} x{spec.prune.iterations} on {args.model}/{args.dataset} "

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 from common.checks import check_choice, check_number
-from common.vocabulary import (DEFAULT_PRUNE_MODE, DEFAULT_SCHEDULE, DEFAULT_SCOPE, PRECISIONS, PRUNE_MODES,
-                               SCHEDULES, SCOPES, default_iterations)
+from common.vocabulary import (ABLATIONS, DEFAULT_ABLATION, DEFAULT_PRUNE_MODE, DEFAULT_SCHEDULE, DEFAULT_SCOPE,
+                               PRECISIONS, PRUNE_MODES, SCHEDULES, SCOPES, default_iterations)
 
 
 
@@ -88,7 +88,9 @@ class PruneSpec:
     `log10_compression` is the exponent of the compression ratio (0 = dense,
     1 = 10x fewer weights). `iterations=None` resolves to the algorithm's
     default (100 for synflow, 1 otherwise) so the id hashes the value used.
-    `levels` is the number of train-prune-rewind rounds of `imp`.
+    `levels` is the number of train-prune-rewind rounds of `imp`. `ablation`
+    is a sanity check applied to the method (see `trainables.pruning.ablations`);
+    `none` (the default, so outside the id) is the method itself.
     """
 
     algorithm: str
@@ -102,6 +104,7 @@ class PruneSpec:
     prune_residual: bool = False
     examples_per_class: int = 10
     levels: int = 0
+    ablation: str = DEFAULT_ABLATION
 
     def __post_init__(self) -> None:
         from trainables.pruning.algorithms import ALGORITHMS
@@ -123,6 +126,10 @@ class PruneSpec:
                                  f"set levels)")
         elif self.levels:
             raise ValueError(f"levels is only for algorithm 'imp', got levels={self.levels} for {self.algorithm!r}")
+        check_choice("ablation", self.ablation, ABLATIONS)
+        if self.algorithm == "imp" and self.ablation != DEFAULT_ABLATION:
+            raise ValueError(f"ablation {self.ablation!r} applies to pruning at initialization, not to imp; "
+                             f"valid for imp: {DEFAULT_ABLATION}")
 
     @property
     def compression(self) -> float:

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
+from common.plugins import import_by_name
 from results_store import ResultsStore
 from trainables import data
 from trainables.checkpoints import TrialCheckpoints, rng_state, set_rng_state
@@ -220,6 +221,7 @@ def open_setting(config: Dict[str, Any], spec: TrialSpec) -> Setting:
 def run_trial(config: Dict[str, Any]) -> None:
     """The Ray Tune function trainable: restore or prune, train, record."""
     try:
+        import_by_name(config.get("plugins", ()))  # the sweep's plugins register their scorers, models, datasets
         spec = TrialSpec.from_dict(config["spec"])
     except DETERMINISTIC_ERRORS as exc:
         from ray import tune

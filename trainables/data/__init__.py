@@ -23,7 +23,8 @@ job each, in import order:
   image code. ImageNet keeps a DataLoader over an ImageFolder tree with worker
   processes (`FolderBatches`). `train_batches` / `test_batches` are what a trial
   calls; the per-process caches behind them are emptied by `clear_cache`;
-- `scoring`: `scoring_batches`, the class-balanced examples SNIP and GraSP score with.
+- `scoring`: `scoring_batches`, the class-balanced examples SNIP and GraSP score with;
+- `custom`: `dataset`, the decorator that registers a researcher's own tensor dataset (plugins).
 
 The plain-PyTorch DataLoader baseline the benchmarks compare against is
 `benchmarks/plain_loader.py`, not part of this package.
@@ -34,11 +35,12 @@ from trainables.data.sources import load_tensors  # also fills DATASETS
 from trainables.data.batches import (FolderBatches, TensorBatches, clear_cache, device_tensors, image_folder,
                                      test_batches, train_batches)
 from trainables.data.scoring import scoring_batches
+from trainables.data.custom import dataset
 
 __all__ = [
     "DATA_DIR_ENV", "DATASETS", "DatasetInfo", "DatasetMissingError", "dataset_info", "resolve_data_dir",
     "load_tensors",
     "FolderBatches", "TensorBatches", "clear_cache", "device_tensors", "image_folder", "test_batches",
     "train_batches",
-    "scoring_batches",
+    "scoring_batches", "dataset",
 ]

@@ -16,7 +16,15 @@ from common.checks import integer_at_least
 from trainables.models import imagenet, resnet, small, vgg  # noqa: F401  (fill MODELS)
 from trainables.models.common import MODELS, ModelConstructor
 
-__all__ = ["MODELS", "ModelConstructor", "build_model"]
+__all__ = ["MODELS", "ModelConstructor", "build_model", "model"]
+
+
+def model(name: str):
+    """Register a model constructor `(input_shape, num_classes) -> torch.nn.Module`: the public plugin API.
+
+    Build it from stock `torch.nn` layers; `build_model` seeds its initialization.
+    """
+    return MODELS.register(name)
 
 
 def build_model(name: str, input_shape: Sequence[int], num_classes: int, seed: int) -> nn.Module:

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trainables.pruning.scores import SCORERS
+from typing import Callable
+
 from common.registry import Registry
+from trainables.pruning import scores
+from trainables.pruning.scores import SCORERS
 
 
 @dataclass(frozen=True)
@@ -18,3 +21,32 @@ ALGORITHMS: Registry[Algorithm] = Registry("algorithm")
 for _name in SCORERS.names():
     ALGORITHMS.register(_name)(Algorithm(_name, _name, trains_between_cuts=False))
 ALGORITHMS.register("imp")(Algorithm("imp", "magnitude", trains_between_cuts=True))
+
+
+def scorer(name: str, *, needs_data: bool, passes_per_example: int, revives: bool = False) -> Callable:
+    """Register a pruning algorithm scored by the decorated function: the public, stable plugin API.
+
+        from trainables.pruning import scorer
+
+        @scorer("my_method", needs_data=True, passes_per_example=1)
+        def my_method(model, batches, inputs):
+            ...
+            return {name: score_tensor for name in inputs.names}
+
+    The function gets the network to score (at its seeded initialization, with
+    the weights pruned so far zeroed), the scoring batches (a list of (images,
+    labels) on the trial's device; empty when `needs_data` is False) and a
+    `ScoreInputs` (`names`: the prunable parameters in forward order,
+    `input_shape`, a seeded CPU `generator`, `masks`: the current keep-masks).
+    It returns one tensor per name, shaped like that parameter; the highest
+    scores are kept, cut to the exact count by the shared thresholding, globally
+    or per layer, over `iterations` rounds. It must not modify the model.
+    `passes_per_example` (forward+backward passes per scoring example per round)
+    is what the trial's `prune_passes` reports. With `revives=True` every round
+    ranks all weights, pruned ones included (as FORCE does).
+    """
+    def add(fn: Callable) -> Callable:
+        scores.scorer(name, needs_data=needs_data, passes_per_example=passes_per_example, revives=revives)(fn)
+        ALGORITHMS.register(name)(Algorithm(name, name, trains_between_cuts=False))
+        return fn
+    return add

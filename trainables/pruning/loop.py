@@ -14,7 +14,8 @@ from common.checks import check_choice
 from common.vocabulary import (DEFAULT_PRUNE_MODE, DEFAULT_SCHEDULE, DEFAULT_SCOPE, PRUNE_MODES, SCHEDULES,
                                SCOPES)
 from trainables.pruning.masks import Masks, apportion, keep_top
-from trainables.pruning.metrics import LayerStat, collapsed, layer_stats, macs, stats_as_rows
+from trainables.pruning.effective import effective_remaining
+from trainables.pruning.metrics import LayerStat, collapsed, effective_total, layer_stats, macs, stats_as_rows
 from trainables.pruning.params import PrunableParam, prunable_parameters
 from trainables.pruning.scores import SCORERS, Batches, Scorer, ScoreInputs
 
@@ -55,6 +56,7 @@ class PruneResult:
     dense_flops: int
     remaining_flops: int
     trained_examples: Optional[int] = None  # examples trained to reach these masks (IMP); None when pruned at init
+    effective_remaining_params: Optional[int] = None  # kept conv/linear weights on an input-output path
 
     @property
     def density(self) -> float:
@@ -73,6 +75,7 @@ class PruneResult:
             "dense_flops": self.dense_flops,
             "remaining_flops": self.remaining_flops,
             "trained_examples": self.trained_examples,
+            "effective_remaining_params": self.effective_remaining_params,
             "layers": stats_as_rows(self.layers),
         }
 
@@ -184,19 +187,40 @@ def scoring_network(model: nn.Module, scorer: Scorer, params: Sequence[PrunableP
             torch.set_flush_denormal(False)
 
 
+def all_scores(scores: Dict[str, torch.Tensor], params: Sequence[PrunableParam]) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    """Every weight's score, pruned or not, in one buffer and per-layer views (for scorers that revive weights)."""
+    dtype = functools.reduce(torch.promote_types, (scores[p.name].dtype for p in params))
+    candidates = torch.cat([scores[p.name].reshape(-1).to(dtype) for p in params])
+    return candidates, list(torch.split(candidates, [p.size for p in params]))
+
+
 def run_rounds(model: nn.Module, scorer: Scorer, params: Sequence[PrunableParam], masks: Masks, plan: CutPlan,
-               data: Batches, mode: str, seed: int, input_shape: Sequence[int]) -> Dict[str, float]:
-    """Score, cut, repeat; the last round's per-layer score sums (before its cut)."""
+               data: Batches, mode: str, seed: int, input_shape: Sequence[int], invert: bool = False) -> Dict[str, float]:
+    """Score, cut, repeat; the last round's per-layer score sums (before its cut).
+
+    `invert` keeps the lowest-scoring weights instead, at the same exact counts
+    (every round: the sanity check of Frankle et al. 2021).
+    """
     named = dict(model.named_parameters())
     inputs = ScoreInputs(names=tuple(p.name for p in params), input_shape=tuple(input_shape),
-                         generator=torch.Generator().manual_seed(seed))
+                         generator=torch.Generator().manual_seed(seed), masks=masks)
     score_sums: Dict[str, float] = {}
     with scoring_network(model, scorer, params, mode) as (working, saved_buffers):
         for k in range(1, plan.rounds + 1):
-            candidates, per_layer = alive_scores(scorer.score(working, data, inputs), params, masks)
+            scores = scorer.score(working, data, inputs)
+            if scorer.revives:
+                candidates, per_layer = all_scores(scores, params)
+            else:
+                candidates, per_layer = alive_scores(scores, params, masks)
             if k == plan.rounds:
                 scale = getattr(working, "score_scale", 1.0)  # a rescaled scorer's scores are true scores / scale
                 score_sums = {p.name: float(s.sum(dtype=torch.float64)) * scale for p, s in zip(params, per_layer)}
+            if invert:
+                candidates.neg_()  # the per-layer views share its storage
+            if scorer.revives:  # the whole mask is chosen afresh; the model is masked once, after the last round
+                for p, keep_flags in zip(params, plan.keep_flags(k, candidates, per_layer, params, plan.prunable)):
+                    masks.set_alive(p.name, keep_flags.nonzero().flatten())
+                continue
             for p, keep_flags in zip(params, plan.keep_flags(k, candidates, per_layer, params, masks.remaining())):
                 removed = masks.keep_only(p.name, keep_flags)
                 if working is model:
@@ -208,6 +232,12 @@ def run_rounds(model: nn.Module, scorer: Scorer, params: Sequence[PrunableParam]
                     for n, b in working.named_buffers():
                         b.copy_(saved_buffers[n])
     return score_sums
+
+
+def measure_layers(model: nn.Module, params: Sequence[PrunableParam], masks: Masks, score_sums: Dict[str, float],
+                   input_shape: Sequence[int]) -> List[LayerStat]:
+    """Per-layer counts of the masks as they are now, effective (on-path) counts included."""
+    return layer_stats(params, masks, score_sums, effective_remaining(model, masks, params, input_shape))
 
 
 def prune_model(
@@ -226,12 +256,14 @@ def prune_model(
     batches: Optional[Callable[[], Batches]] = None,
     seed: int = 0,
     masks: Optional[Masks] = None,
+    invert: bool = False,
 ) -> PruneResult:
     """Prune `model` in place to exactly round(prunable / compression) weights, ranked by the scorer `scorer_name`.
 
     `batches` is called only by scorers that need data, so SynFlow, magnitude
     and random never touch a dataset. Passing existing `masks` continues from
-    them (already-pruned weights stay pruned), as IMP's levels do.
+    them (already-pruned weights stay pruned), as IMP's levels do. `invert`
+    keeps the lowest-scoring weights instead (the sanity-check ablation).
     """
     scorer = SCORERS[scorer_name]
     check_settings(iterations, schedule, scope, mode)
@@ -244,13 +276,13 @@ def prune_model(
 
     start = time.perf_counter()
     masks.apply()
-    score_sums = run_rounds(model, scorer, params, masks, plan, data, mode, seed, input_shape)
+    score_sums = run_rounds(model, scorer, params, masks, plan, data, mode, seed, input_shape, invert)
     if next(model.parameters()).is_cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     masks.apply()
 
-    stats = layer_stats(params, masks, score_sums)
+    stats = measure_layers(model, params, masks, score_sums, input_shape)
     return PruneResult(
         masks=masks,
         params=params,
@@ -259,6 +291,7 @@ def prune_model(
         prunable_layers=sum(1 for p in params if p.is_layer_weight),
         remaining_params=masks.remaining(),
         collapsed=collapsed(stats),
+        effective_remaining_params=effective_total(stats),
         prune_passes=scoring_passes(scorer, iterations, sum(len(y) for _, y in data)),
         prune_seconds=seconds,
         dense_flops=macs(params),

@@ -117,6 +117,11 @@ class Masks:
         self._float_masks = None
         return removed
 
+    def set_alive(self, name: str, flat_indices: torch.Tensor) -> None:
+        """Make exactly `flat_indices` (sorted, unique) the alive weights of `name`: FORCE's regrowth, ablations."""
+        self.alive[name] = flat_indices.to(self.params[name].device)
+        self._float_masks = None
+
     @torch.no_grad()
     def apply(self) -> None:
         """Zero every pruned weight in place, with one fused multiply over all masked parameters."""
@@ -146,7 +151,9 @@ class Masks:
 
 
 def save_masks(masks: Masks, path) -> None:
-    torch.save(masks.state_dict(), path)
+    """{parameter name: boolean mask} in forward order, for `torch.load(path)` alone; OSError if unwritable."""
+    with open(path, "wb") as f:
+        torch.save(masks.state_dict(), f)
 
 
 def load_masks(masks: Masks, path) -> None:

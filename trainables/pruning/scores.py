@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from common.registry import Registry
+
+if TYPE_CHECKING:
+    from trainables.pruning.masks import Masks
 
 Batches = Sequence[Tuple[torch.Tensor, torch.Tensor]]
 Scores = Dict[str, torch.Tensor]
@@ -25,9 +28,16 @@ GRASP_TEMPERATURE = 200.0
 
 @dataclass(frozen=True)
 class ScoreInputs:
+    """What a scorer gets besides the network and the batches.
+
+    `masks` is the pruner's live `Masks` (read it, never change it): `masks.mask(name)`
+    is the current boolean keep-mask, so a scorer can score the network as pruned so far.
+    """
+
     names: Tuple[str, ...]           # prunable parameter names, forward order
     input_shape: Tuple[int, ...]
     generator: Optional[torch.Generator] = None  # CPU generator, for `random`
+    masks: Optional["Masks"] = None
 
 
 @dataclass(frozen=True)
@@ -37,14 +47,15 @@ class Scorer:
     needs_data: bool
     passes_per_example: int  # forward/backward passes per example per round (0: no network pass)
     prepare: Optional[Callable[[nn.Module, set], nn.Module]] = None  # (model, scored names) -> scoring copy, once per prune
+    revives: bool = False  # every round scores *all* weights and pruned ones may come back (FORCE)
 
 
 SCORERS: Registry[Scorer] = Registry("scorer")
 
 
-def scorer(name: str, needs_data: bool, passes_per_example: int, prepare=None):
+def scorer(name: str, needs_data: bool, passes_per_example: int, prepare=None, revives: bool = False):
     def add(fn):
-        SCORERS.register(name)(Scorer(name, fn, needs_data, passes_per_example, prepare))
+        SCORERS.register(name)(Scorer(name, fn, needs_data, passes_per_example, prepare, revives))
         return fn
     return add
 
@@ -104,6 +115,34 @@ def grasp_scores(model: nn.Module, batches: Batches, inputs: ScoreInputs) -> Sco
         hvp = torch.autograd.grad(dot, params, allow_unused=True)
         hessian_grad = [h + (v if v is not None else 0) for h, v in zip(hessian_grad, hvp)]
     return {n: h * p.detach() for n, p, h in zip(inputs.names, params, hessian_grad)}
+
+
+@scorer("grasp_abs", needs_data=True, passes_per_example=2)
+def grasp_abs_scores(model: nn.Module, batches: Batches, inputs: ScoreInputs) -> Scores:
+    """|(H g) * w|: GraSP's score by magnitude (Lubana & Dick 2021), keeping the weights that change gradient
+    flow most in either direction."""
+    return {n: s.abs_() for n, s in grasp_scores(model, batches, inputs).items()}
+
+
+@scorer("force", needs_data=True, passes_per_example=1, revives=True)
+def force_scores(model: nn.Module, batches: Batches, inputs: ScoreInputs) -> Scores:
+    """FORCE (de Jorge et al. 2020): |w * dL/dw'| at w' = w * mask, the network pruned so far.
+
+    The gradient is taken at the pruned network but multiplied by the original
+    weights, so a weight pruned in an earlier round still has a score and can
+    come back. (Iterative SNIP, `snip` with iterations > 1, scores only the
+    weights still alive.)
+    """
+    named = dict(model.named_parameters())
+    weights = [named[n].detach() for n in inputs.names]
+    masked = {n: (w * inputs.masks.mask(n).to(w.dtype)).requires_grad_() if inputs.masks is not None
+              else w.clone().requires_grad_() for n, w in zip(inputs.names, weights)}
+    total = [torch.zeros_like(w) for w in weights]
+    for x, y in batches:
+        loss = F.cross_entropy(torch.func.functional_call(model, masked, (x,)), y)
+        grads = torch.autograd.grad(loss, list(masked.values()), allow_unused=True)
+        total = [t + (g if g is not None else 0) for t, g in zip(total, grads)]
+    return {n: (g * w).abs() for n, w, g in zip(inputs.names, weights, total)}
 
 
 @torch.no_grad()

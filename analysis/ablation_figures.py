@@ -1,0 +1,214 @@
+"""Figures of the sanity checks: accuracy under each ablation, and effective against nominal compression.
+
+The numbers come from `analysis.tables` (pure pandas); this module only draws
+them. Every figure draws what exists and reports what is missing, one line each.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import NullLocator
+
+from analysis import tables
+from analysis.drawing import (BANDS, FIGURES, FigureOptions, Report, band_plot, grid_figure, log_compression_axis,
+                              mark_empty, save, styled)
+from analysis.load import Results, ablation_of, default_settings
+from analysis.style import algorithm_color, algorithm_order, format_ratio
+from common.vocabulary import DEFAULT_ABLATION
+
+# ablation -> (colour, linestyle, marker, legend text). "none" is the method itself: the solid black reference.
+ABLATION_STYLES: Dict[str, Tuple[str, object, str, str]] = {
+    "none": ("#111111", "-", "o", "none (the method's own mask)"),
+    "shuffle": ("#e377c2", "--", "s", "shuffle (mask permuted within each layer)"),
+    "layerwise_random": ("#17becf", (0, (5, 1.5, 1, 1.5, 1, 1.5)), "v",
+                         "layerwise_random (random mask, same per-layer counts)"),
+    "reinit": ("#e69f00", ":", "^", "reinit (same mask, weights re-drawn)"),
+    "invert": ("#8c564b", "-.", "D", "invert (lowest scores kept)"),
+}
+OTHER_ABLATION_COLORS = ("#393b79", "#637939", "#843c39", "#7b4173")
+NUDGE_DECADES = 0.06  # how far apart (log10 x) the algorithms' markers on the ∞ row sit
+
+
+MIN_FIGURE_WIDTH = 8.0  # inches: room for the title and the legend when one algorithm was ablated
+
+
+def ablation_style(ablation: str) -> Tuple[str, object, str, str]:
+    if ablation in ABLATION_STYLES:
+        return ABLATION_STYLES[ablation]
+    color = OTHER_ABLATION_COLORS[sum(map(ord, ablation)) % len(OTHER_ABLATION_COLORS)]
+    return color, "--", "x", ablation
+
+
+@styled
+def draw_ablations(curves: pd.DataFrame, panels: Sequence[Tuple[str, str]], algorithms: Sequence[str],
+                   band: str = "range") -> Figure:
+    """Top-1 vs compression: a row per (model, dataset), a column per algorithm, a line per ablation."""
+    fig, axes = grid_figure(len(panels), len(algorithms))
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(max(width, MIN_FIGURE_WIDTH), height + (0.5 if len(algorithms) < 3 else 0.0))
+    ablations = tables.ablation_order(curves["ablation"].unique())
+    for r, (model, dataset) in enumerate(panels):
+        for c, algorithm in enumerate(algorithms):
+            ax = axes[r, c]
+            ax.set_title(f"{model} / {dataset}: {algorithm}", color=algorithm_color(algorithm))
+            panel = curves[(curves["model"] == model) & (curves["dataset"] == dataset)
+                           & (curves["algorithm"] == algorithm)]
+            if panel.empty:
+                mark_empty(ax, f"no trained {algorithm} trials")
+                continue
+            if (panel["ablation"] == DEFAULT_ABLATION).all():
+                ax.text(0.98, 0.98, "no ablation trained", transform=ax.transAxes, ha="right", va="top",
+                        fontsize=7, color="0.45")
+            for ablation in ablations:
+                rows = panel[panel["ablation"] == ablation]
+                if rows.empty:
+                    continue
+                color, linestyle, marker, _ = ablation_style(ablation)
+                reference = ablation == DEFAULT_ABLATION
+                band_plot(ax, rows, color, ablation, linestyle, marker, band_alpha=0.12 if reference else 0.07,
+                          band=band)
+                if reference:
+                    ax.get_lines()[-1].set_linewidth(2.0)
+                    ax.get_lines()[-1].set_zorder(3)
+            log_compression_axis(ax)
+            ax.set_xlabel("compression ratio")
+            ax.set_ylabel("top-1 accuracy (%)")
+    handles = []
+    for ablation in ablations:
+        color, linestyle, marker, text = ablation_style(ablation)
+        handles.append(Line2D([], [], color=color, linestyle=linestyle, marker=marker, markersize=4,
+                              linewidth=2.0 if ablation == DEFAULT_ABLATION else 1.4, label=text))
+    narrow = len(algorithms) < 3
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 2 if narrow else 3),
+               frameon=False)
+    separator = "\n" if narrow else " "
+    fig.suptitle(f"Sanity-check ablations: top-1 vs compression,{separator}mean over seeds, {BANDS[band][2]};\n"
+                 "other pruning settings at their defaults", fontsize=10)
+    return fig
+
+
+@FIGURES.register("ablations")
+def ablations_figure(results: Results, out_dir: Path, report: Report,
+                     options: FigureOptions = FigureOptions()) -> List[Path]:
+    ablated = results.trials[ablation_of(results.trials) != DEFAULT_ABLATION]
+    if ablated.empty:
+        report("ablations: no ablation trials in the store (every trial has ablation none); figure not drawn")
+        return []
+    curves = tables.ablation_curves(results.trials)
+    drawn = set(zip(curves.loc[curves["ablation"] != DEFAULT_ABLATION, "model"],
+                    curves.loc[curves["ablation"] != DEFAULT_ABLATION, "dataset"]))
+    for model, dataset in sorted(set(zip(ablated["model"], ablated["dataset"])) - drawn):
+        report(f"ablations: ({model}, {dataset}) has no trained ablation trial with the default settings yet")
+    if not drawn:
+        report("ablations: no trained ablation trials; figure not drawn")
+        return []
+    for note in tables.coverage_gaps(curves[curves["ablation"] == DEFAULT_ABLATION]):
+        report(f"ablations: none: {note}")
+    curves = curves[[(m, d) in drawn for m, d in zip(curves["model"], curves["dataset"])]]
+    panels = sorted(drawn, key=lambda p: (p[1], p[0]))
+    # Only the algorithms some ablation was run for: a panel of `none` alone answers no sanity check.
+    algorithms = algorithm_order(curves.loc[curves["ablation"] != DEFAULT_ABLATION, "algorithm"].unique())
+    curves = curves[curves["algorithm"].isin(algorithms)]
+    return save(draw_ablations(curves, panels, algorithms, options.band), out_dir, "ablations")
+
+
+# -------------------------------------------------------- effective compression
+
+@styled
+def draw_effective_sparsity(table: pd.DataFrame, datasets: Sequence[str], models: Sequence[str]) -> Figure:
+    """Effective vs nominal compression (log-log), a line per algorithm; disconnected seeds drawn on an ∞ row."""
+    fig, axes = grid_figure(len(datasets), len(models))
+    algorithms = algorithm_order(table["algorithm"].unique())
+    for r, dataset in enumerate(datasets):
+        for c, model in enumerate(models):
+            ax = axes[r, c]
+            ax.set_title(f"{model} / {dataset}")
+            panel = table[(table["model"] == model) & (table["dataset"] == dataset)]
+            if panel.empty:
+                mark_empty(ax, "no effective counts")
+                continue
+            _effective_panel(ax, panel, algorithms)
+    handles = [Line2D([], [], color=algorithm_color(a), marker="o", markersize=4, label=a) for a in algorithms]
+    handles += [
+        Line2D([], [], color="0.45", linestyle="--", linewidth=1, label="y = x: every kept weight on a path"),
+        Line2D([], [], color="0.3", linestyle="none", marker="^", markersize=6, label="∞: every seed disconnected"),
+        Line2D([], [], color="0.3", linestyle="none", marker="^", markersize=6, markerfacecolor="none",
+               label="∞: some seeds disconnected"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3 if len(models) < 3 else 5),
+               frameon=False)
+    fig.suptitle("Effective compression (prunable weights / kept weights on an input-output path) vs nominal;\n"
+                 "mean over the connected seeds. Disconnected = no input-output path left (infinite effective\n"
+                 "compression), drawn on the ∞ row. Default settings, no ablation.", fontsize=9)
+    return fig
+
+
+def _effective_panel(ax, panel: pd.DataFrame, algorithms: Sequence[str]) -> None:
+    finite = panel["effective_compression_max"].dropna()
+    largest = max(finite.max() if not finite.empty else 1.0, panel["compression"].max())
+    infinity = largest * 4.0  # the row that stands for infinite effective compression
+    low = min(panel["compression"].min(), panel["effective_compression_min"].min(skipna=True)
+              if panel["effective_compression_min"].notna().any() else panel["compression"].min())
+    x_span = np.array([low / 1.5, panel["compression"].max() * 1.5])
+    ax.plot(x_span, x_span, color="0.45", linestyle="--", linewidth=1, zorder=1)  # y = x, named in the legend
+    present = [a for a in algorithms if a in set(panel["algorithm"])]
+    for i, algorithm in enumerate(present):
+        rows = panel[panel["algorithm"] == algorithm].sort_values("compression")
+        color = algorithm_color(algorithm)
+        ax.plot(rows["compression"], rows["effective_compression_mean"], color=color, marker="o", markersize=3,
+                linewidth=1.4, zorder=3)
+        cut = rows[rows["disconnected"] > 0]
+        if cut.empty:
+            continue
+        nudge = 10 ** (NUDGE_DECADES * (i - (len(present) - 1) / 2))  # side by side where several are cut
+        for rows_, face in ((cut[cut["connected"] == 0], color), (cut[cut["connected"] > 0], "none")):
+            if not rows_.empty:  # (an empty unclipped line would stretch the layout to the origin)
+                ax.plot(rows_["compression"] * nudge, np.full(len(rows_), infinity), linestyle="none", marker="^",
+                        markersize=6, color=color, markerfacecolor=face, zorder=4, clip_on=False)
+    ax.axhline(infinity, color="0.6", linestyle=":", linewidth=0.8, zorder=1)
+    ax.annotate("disconnected", (0.01, infinity), xycoords=("axes fraction", "data"), xytext=(2, 3),
+                textcoords="offset points", ha="left", va="bottom", fontsize=7, color="0.35")
+    log_compression_axis(ax)
+    ax.set_yscale("log")
+    ax.set_xlim(x_span[0], x_span[1])
+    bottom = min(low / 1.5, x_span[0])
+    ax.set_ylim(bottom, infinity * 2.0)
+    # Powers of ten up to the largest finite value, then the ∞ row: no finite tick above infinity.
+    powers = [10.0 ** k for k in range(math.ceil(math.log10(bottom)), math.floor(math.log10(largest)) + 1)]
+    ax.set_yticks(powers + [infinity], labels=[f"$10^{{{round(math.log10(p))}}}$" for p in powers] + ["∞"])
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("nominal compression ratio")
+    ax.set_ylabel("effective compression ratio")
+
+
+@FIGURES.register("effective_sparsity")
+def effective_sparsity_figure(results: Results, out_dir: Path, report: Report,
+                              options: FigureOptions = FigureOptions()) -> List[Path]:
+    trials = results.trials
+    if "effective_remaining_params" not in trials or trials["effective_remaining_params"].isna().all():
+        report("effective_sparsity: no trial records effective_remaining_params (the store predates it); "
+               "figure not drawn")
+        return []
+    selected, _ = default_settings(trials, same_training=False)
+    table = tables.effective_compression(selected)
+    if table.empty:
+        report("effective_sparsity: no trial with the default settings records effective_remaining_params; "
+               "figure not drawn")
+        return []
+    for model, dataset in tables.missing_panels(trials, table):
+        report(f"effective_sparsity: no effective counts for ({model}, {dataset})")
+    cut = table[table["disconnected"] > 0]
+    for (model, dataset, algorithm), rows in cut.groupby([*tables.PANEL, "algorithm"], sort=False):
+        where = ", ".join(f"{r.disconnected} of {r.trials} at {format_ratio(r.compression)}" for r in rows.itertuples())
+        report(f"effective_sparsity: ({model}, {dataset}) {algorithm}: trials disconnected (drawn at ∞): {where}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table_path = out_dir / "effective_sparsity.csv"
+    table.to_csv(table_path, index=False)
+    datasets, models = tables.panel_grid(trials)
+    return save(draw_effective_sparsity(table, datasets, models), out_dir, "effective_sparsity") + [table_path]

@@ -1,0 +1,59 @@
+"""What counting effective (on-path) weights adds to a prune: one binary forward/backward against the prune itself.
+
+Every trial now counts the kept weights on an input-output path after pruning.
+This measures that count against the prune it follows (SynFlow-100 and SNIP on
+vgg16_bn, CIFAR-100 shape, at 10^3), in one process on the same weights.
+
+    python benchmarks/effective_cost.py [--device cpu|cuda] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+from trainables.models import build_model
+from trainables.pruning import prunable_parameters, prune_model
+from trainables.pruning.effective import effective_remaining
+
+SHAPE = (3, 32, 32)
+
+
+def timed(fn, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    print(f"device: {device} ({name}), torch {torch.__version__}")
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(1000, *SHAPE, generator=g).to(device), (torch.arange(1000) % 100).to(device))]
+    for algorithm, iterations in (("synflow", 100), ("snip", 1)):
+        model = build_model("vgg16_bn", SHAPE, 100, seed=0).to(device)
+        pruned = {}
+        prune_seconds = timed(lambda: pruned.update(result=prune_model(
+            model, algorithm, 1000.0, SHAPE, iterations=iterations, batches=lambda: batches)), device)
+        result = pruned["result"]
+        params = prunable_parameters(model, SHAPE)
+        best = min(timed(lambda: effective_remaining(model, result.masks, params, SHAPE), device)
+                   for _ in range(args.repeats))
+        print(f"{algorithm} x{iterations} at 10^3: prune {prune_seconds:.2f} s (includes one count), "
+              f"effective count {best:.3f} s = {best / prune_seconds:.1%} of the prune; "
+              f"{result.effective_remaining_params:,} of {result.remaining_params:,} kept weights on a path")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""Seed statistics, ablation and effective-compression tables, from small frames built here (no store).
+
+Every expected number is worked out by hand in the comments.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import ablation_figures, accuracy_figures, stats, tables
+from analysis.drawing import FigureOptions
+from analysis.load import Results, default_settings, with_default_prune_settings, with_later_columns
+
+SQRT3 = math.sqrt(3.0)
+T975_DF2 = 4.302652729911275  # t(0.975, 2), from tables (scipy.stats.t.ppf(0.975, 2))
+
+
+def trial(algorithm="synflow", log10=1.0, seed=0, top1=0.5, *, model="vgg11_bn", dataset="cifar10",
+          ablation="none", effective=None, prune_mode="eval", status="completed", **extra):
+    row = dict(trial_id=f"{model}-{dataset}-{algorithm}-{log10}-{seed}-{ablation}-{prune_mode}-{top1}", model=model,
+               dataset=dataset, algorithm=algorithm, log10_compression=float(log10), compression=10.0 ** log10,
+               seed=seed, iterations=100 if algorithm == "synflow" else 1, schedule="exponential", scope="global",
+               prune_mode=prune_mode, ablation=ablation, status=status, final_top1=top1, epochs=3,
+               prunable_params=1000, prunable_layers=4, effective_remaining_params=effective, collapsed=False)
+    row.update(extra)
+    return row
+
+
+def frame(rows) -> pd.DataFrame:
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------- t quantile
+
+@pytest.mark.parametrize("df, expected", [(1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (10, 2.228),
+                                          (30, 2.042), (120, 1.980)])
+def test_t_quantile_matches_the_printed_tables(df, expected):
+    assert stats.t_quantile(0.975, df) == pytest.approx(expected, abs=5e-4)
+
+
+def test_t_quantile_exact_forms_symmetry_and_bad_input():
+    # df = 1 is the Cauchy distribution, df = 2 has t = (2p - 1) / sqrt(2p(1 - p)): both exact.
+    for p in (0.6, 0.9, 0.975, 0.999):
+        assert stats.t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-10)
+        assert stats.t_quantile(p, 2) == pytest.approx((2 * p - 1) / math.sqrt(2 * p * (1 - p)), rel=1e-10)
+        assert stats.t_quantile(1 - p, 7) == pytest.approx(-stats.t_quantile(p, 7), rel=1e-12)
+    assert stats.t_quantile(0.5, 3) == 0.0
+    assert stats.t_quantile(0.975, 1e6) == pytest.approx(1.959966, abs=1e-5)  # the normal's
+    for p, df in ((0.0, 3), (1.0, 3), (0.9, 0), (0.9, float("inf"))):
+        with pytest.raises(ValueError):
+            stats.t_quantile(p, df)
+
+
+def test_t_quantile_agrees_with_scipy_where_installed():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 3, 5, 9, 17, 33, 100, 2.5):
+        for p in (0.55, 0.8, 0.95, 0.975, 0.995, 0.9999):
+            assert stats.t_quantile(p, df) == pytest.approx(scipy_stats.t.ppf(p, df), rel=1e-8)
+
+
+def test_half_width_and_mean_interval():
+    assert stats.half_width(1.0, 3) == pytest.approx(T975_DF2 / SQRT3)
+    assert math.isnan(stats.half_width(1.0, 1)) and math.isnan(stats.half_width(float("nan"), 3))
+    mean, half, n = stats.mean_interval([1.0, 2.0, 3.0, float("nan")])
+    assert (mean, n) == (2.0, 3) and half == pytest.approx(T975_DF2 / SQRT3)  # std 1
+    assert math.isnan(stats.mean_interval([5.0])[1]) and stats.mean_interval([])[2] == 0
+    assert stats.excludes_zero(0.1, 2.0) and stats.excludes_zero(-2.0, -0.1)
+    assert not stats.excludes_zero(-0.1, 2.0) and not stats.excludes_zero(float("nan"), float("nan"))
+
+
+# ------------------------------------------------------------- accuracy curves
+
+def test_accuracy_curves_carry_the_95_percent_interval():
+    trials = frame([trial("snip", 1, s, t) for s, t in enumerate((0.80, 0.82, 0.84))] + [trial("snip", 2, 0, 0.3)])
+    curves = tables.accuracy_curves(trials).set_index("log10_compression")
+    # 80, 82, 84: mean 82, std 2, half-width t(0.975, 2) * 2 / sqrt(3) = 4.968
+    assert curves.loc[1.0, "top1_ci"] == pytest.approx(T975_DF2 * 2 / SQRT3)
+    assert curves.loc[1.0, "top1_ci_low"] == pytest.approx(82 - T975_DF2 * 2 / SQRT3)
+    assert curves.loc[1.0, "top1_ci_high"] == pytest.approx(82 + T975_DF2 * 2 / SQRT3)
+    assert curves.loc[2.0, ["top1_ci", "top1_ci_low", "top1_ci_high"]].isna().all()  # one seed: no interval
+    assert tables.accuracy_curves(trials.iloc[:0]).columns.tolist()[-len(tables.ACCURACY_COLUMNS):] == \
+        tables.ACCURACY_COLUMNS
+
+
+def test_the_accuracy_figure_draws_the_interval_band_when_asked():
+    trials = frame([trial(a, lg, s, t + 0.02 * s) for a, t in (("synflow", 0.8), ("snip", 0.7))
+                    for lg in (0, 1) for s in range(3)])
+    curves = tables.accuracy_curves(trials)
+    for band, low, high in (("ci", 72 - T975_DF2 * 2 / SQRT3, 72 + T975_DF2 * 2 / SQRT3), ("range", 70, 74)):
+        fig = accuracy_figures.draw_accuracy(curves, tables.dense_reference(trials), ["cifar10"], ["vgg11_bn"],
+                                             "test", band=band)
+        snip_band = fig.axes[0].collections[1].get_paths()[0].vertices[:, 1]
+        assert min(snip_band) == pytest.approx(low) and max(snip_band) == pytest.approx(high)
+        assert ("95% t-interval" in fig._suptitle.get_text()) == (band == "ci")
+    with pytest.raises(ValueError, match="unknown band 'sd'; valid bands: range, ci"):
+        FigureOptions(band="sd")
+
+
+# ---------------------------------------------------------- paired differences
+
+def test_paired_differences_by_hand():
+    rows = [trial("synflow", 1, s, t) for s, t in enumerate((0.50, 0.60, 0.70, 0.80))]
+    rows += [trial("snip", 1, s, t) for s, t in enumerate((0.51, 0.62, 0.73))]  # seed 3 unpaired: dropped
+    rows += [trial("snip", 1, 4, 0.99)]  # a seed synflow lacks: dropped
+    rows += [trial("random", 1, s, t) for s, t in enumerate((0.60, 0.71, 0.82))]  # +10, +11, +12
+    rows += [trial("grasp", 1, s, t) for s, t in enumerate((0.47, 0.575, 0.68))]  # -3, -2.5, -2
+    rows += [trial("grasp", 2, 0, 0.1), trial("synflow", 2, 0, 0.2)]  # one pair: no interval
+    diffs = tables.paired_differences(frame(rows), "synflow")
+    assert diffs["algorithm"].tolist() == ["snip", "grasp", "random", "grasp"]  # figure order within a ratio
+    assert set(diffs["reference"]) == {"synflow"}
+    snip = diffs[diffs["algorithm"] == "snip"].iloc[0]
+    # differences 1, 2, 3 (pp): mean 2, std 1, half-width t(0.975, 2) / sqrt(3) = 2.484: the interval holds 0
+    assert snip["pairs"] == 3 and snip["diff_mean"] == pytest.approx(2.0) and snip["diff_std"] == pytest.approx(1.0)
+    assert snip["diff_ci"] == pytest.approx(T975_DF2 / SQRT3)
+    assert snip["diff_ci_low"] == pytest.approx(2 - T975_DF2 / SQRT3) and not snip["excludes_zero"]
+    assert snip["algorithm_mean"] == pytest.approx(62.0) and snip["reference_mean"] == pytest.approx(60.0)
+    rand = diffs[diffs["algorithm"] == "random"].iloc[0]  # mean 11, half 2.484: above zero
+    assert rand["diff_mean"] == pytest.approx(11.0) and rand["excludes_zero"] and rand["diff_ci_low"] > 0
+    grasp = diffs[(diffs["algorithm"] == "grasp") & (diffs["log10_compression"] == 1)].iloc[0]
+    # -3, -2.5, -2: mean -2.5, std 0.5, half-width 1.242: below zero
+    assert grasp["diff_mean"] == pytest.approx(-2.5) and grasp["diff_ci"] == pytest.approx(T975_DF2 * 0.5 / SQRT3)
+    assert grasp["excludes_zero"] and grasp["diff_ci_high"] < 0
+    lone = diffs[diffs["log10_compression"] == 2].iloc[0]
+    assert lone["pairs"] == 1 and lone["diff_mean"] == pytest.approx(-10.0)
+    assert math.isnan(lone["diff_ci"]) and not lone["excludes_zero"]
+
+
+def test_paired_differences_average_repeats_and_skip_untrained_and_other_panels():
+    rows = [trial("synflow", 1, s, t) for s, t in enumerate((0.5, 0.6))]
+    rows += [trial("snip", 1, 0, 0.50), trial("snip", 1, 0, 0.54)]  # two trials of seed 0: 52
+    rows += [trial("snip", 1, 1, 0.9, status="diverged")]  # not trained: seed 1 unpaired
+    rows += [trial("snip", 1, 0, 0.4, model="resnet20")]  # no synflow on that panel
+    diffs = tables.paired_differences(frame(rows), "synflow")
+    assert len(diffs) == 1 and diffs.iloc[0]["diff_mean"] == pytest.approx(2.0) and diffs.iloc[0]["pairs"] == 1
+    assert tables.paired_differences(frame(rows), "grasp").empty
+    assert "excludes_zero" in tables.paired_differences(frame(rows).iloc[:0], "synflow").columns
+
+
+def test_equal_accuracies_differ_by_exactly_zero():
+    rows = [trial(a, 1, s, t) for a in ("synflow", "snip") for s, t in enumerate((0.1, 0.7, 0.3))]
+    diff = tables.paired_differences(frame(rows), "synflow").iloc[0]
+    assert diff["diff_mean"] == 0.0 and diff["diff_ci"] == 0.0 and not diff["excludes_zero"]
+
+
+# ------------------------------------------------------------------- ablations
+
+def test_an_absent_or_null_ablation_is_the_default():
+    rows = [trial("snip", 1, 0, 0.5), trial("snip", 1, 1, 0.5, ablation=None), trial("snip", 1, 2, 0.5,
+                                                                                          ablation="shuffle")]
+    assert len(with_default_prune_settings(frame(rows))) == 2
+    assert len(with_default_prune_settings(frame(rows).drop(columns="ablation"))) == 3
+    assert len(with_default_prune_settings(frame(rows), except_for="ablation")) == 3
+    selected, caption = default_settings(frame(rows))
+    assert sorted(selected["seed"]) == [0, 1] and "no ablation" in caption
+    filled = with_later_columns("trials", frame(rows).drop(columns=["ablation", "effective_remaining_params"]))
+    assert filled["ablation"].tolist() == ["none"] * 3 and filled["effective_remaining_params"].isna().all()
+    assert with_later_columns("trials", frame(rows))["ablation"].tolist() == ["none", "none", "shuffle"]
+    assert with_later_columns("layers", pd.DataFrame({"layer": ["a"]}))["effective_remaining"].isna().all()
+
+
+def ablation_trials() -> pd.DataFrame:
+    rows = []
+    for seed in range(2):
+        for log10 in (0, 1, 2):
+            rows.append(trial("synflow", log10, seed, 0.8 - 0.1 * log10 + 0.02 * seed))
+            rows.append(trial("snip", log10, seed, 0.7 - 0.1 * log10))
+            rows.append(trial("snip", log10, seed, 0.3, model="resnet20"))  # no ablation on this panel
+        for log10 in (1, 2):
+            rows.append(trial("synflow", log10, seed, 0.5 - 0.1 * log10 + 0.02 * seed, ablation="invert"))
+            rows.append(trial("synflow", log10, seed, 0.65, ablation="shuffle"))
+    rows.append(trial("snip", 1, 0, 0.2, ablation="reinit"))
+    rows.append(trial("synflow", 1, 0, 0.01, ablation="shuffle", prune_mode="train"))  # a variant: left out
+    rows.append(trial("synflow", 2, 0, 0.01, ablation="reinit", status="diverged"))  # untrained: left out
+    return frame(rows)
+
+
+def test_ablation_curves_hold_one_line_per_ablation_on_panels_with_ablations():
+    curves = tables.ablation_curves(ablation_trials())
+    assert set(zip(curves["model"], curves["dataset"])) == {("vgg11_bn", "cifar10")}
+    lines = curves.groupby(["algorithm", "ablation"], sort=False)["log10_compression"].apply(list)
+    assert list(lines.index) == [("synflow", "none"), ("synflow", "shuffle"), ("synflow", "invert"),
+                                 ("snip", "none"), ("snip", "reinit")]
+    assert lines[("synflow", "none")] == [0.0, 1.0, 2.0] and lines[("synflow", "invert")] == [1.0, 2.0]
+    invert = curves[(curves["algorithm"] == "synflow") & (curves["ablation"] == "invert")]
+    assert invert["top1_mean"].tolist() == pytest.approx([41.0, 31.0])  # (40 + 42) / 2, (30 + 32) / 2
+    shuffle = curves[(curves["algorithm"] == "synflow") & (curves["ablation"] == "shuffle")]
+    assert shuffle["top1_mean"].tolist() == pytest.approx([65.0, 65.0]) and shuffle["trials"].tolist() == [2, 2]
+    assert curves.loc[curves["ablation"] == "reinit", "top1_mean"].tolist() == pytest.approx([20.0])
+    assert tables.ablation_curves(ablation_trials().query("ablation == 'none'")).empty
+    assert tables.ablation_order(["zeta", "invert", "none", "shuffle"]) == ["none", "shuffle", "invert", "zeta"]
+
+
+def test_ablations_figure_draws_a_line_per_ablation_and_skips_stores_without_any(tmp_path):
+    trials = ablation_trials()
+    lines = []
+    written = ablation_figures.ablations_figure(Results("mem", trials, pd.DataFrame(), pd.DataFrame()), tmp_path,
+                                                lines.append)
+    assert [p.name for p in written] == ["ablations.png", "ablations.pdf"]
+    curves = tables.ablation_curves(trials)
+    fig = ablation_figures.draw_ablations(curves, [("vgg11_bn", "cifar10")], ["synflow", "snip"])
+    drawn = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert list(drawn) == ["none", "shuffle", "invert"]
+    assert drawn["none"].get_linestyle() == "-" and drawn["none"].get_linewidth() == 2.0
+    assert len({drawn[a].get_color() for a in drawn}) == 3 and drawn["shuffle"].get_linestyle() == "--"
+    assert list(drawn["invert"].get_ydata()) == pytest.approx([41.0, 31.0])
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[0].startswith("none") and any(t.startswith("reinit") for t in legend)
+    lines.clear()
+    none_only = Results("mem", trials[trials["ablation"] == "none"].drop(columns="ablation"), pd.DataFrame(),
+                        pd.DataFrame())
+    assert ablation_figures.ablations_figure(none_only, tmp_path / "no", lines.append) == []
+    assert lines == ["ablations: no ablation trials in the store (every trial has ablation none); figure not drawn"]
+    assert not (tmp_path / "no").exists()
+
+
+# ------------------------------------------------------- effective compression
+
+def effective_trials() -> pd.DataFrame:
+    rows = [trial("synflow", 1, s, None, effective=e) for s, e in enumerate((100, 50, 0))]
+    rows += [trial("synflow", 2, s, None, effective=0) for s in range(2)]  # all disconnected
+    rows += [trial("snip", 1, s, None, effective=e) for s, e in enumerate((100, None))]  # one unmeasured
+    rows += [trial("snip", 1, 5, None, effective=1, ablation="shuffle")]  # an ablation: left out by the figure
+    rows += [trial("snip", 1, 0, None, effective=None, model="resnet20")]  # an old row: no count
+    return frame(rows)
+
+
+def test_effective_compression_counts_disconnected_trials_apart():
+    table = tables.effective_compression(effective_trials().query("ablation == 'none'"))
+    assert table[["algorithm", "log10_compression"]].values.tolist() == [["synflow", 1.0], ["synflow", 2.0],
+                                                                         ["snip", 1.0]]
+    first = table.iloc[0]  # 1000/100 = 10, 1000/50 = 20, 1000/0 = infinite
+    assert first["effective_compression_mean"] == pytest.approx(15.0)
+    assert (first["effective_compression_min"], first["effective_compression_max"]) == (10.0, 20.0)
+    assert (first["trials"], first["connected"], first["disconnected"], first["compression"]) == (3, 2, 1, 10.0)
+    cut = table.iloc[1]
+    assert math.isnan(cut["effective_compression_mean"]) and (cut["connected"], cut["disconnected"]) == (0, 2)
+    assert table.iloc[2]["trials"] == 1 and table.iloc[2]["effective_compression_mean"] == 10.0
+    assert tables.effective_compression(effective_trials().drop(columns="effective_remaining_params")).empty
+
+
+def test_effective_sparsity_figure_draws_disconnected_seeds_on_the_infinity_row(tmp_path):
+    trials = effective_trials()
+    lines = []
+    written = ablation_figures.effective_sparsity_figure(Results("mem", trials, pd.DataFrame(), pd.DataFrame()),
+                                                         tmp_path, lines.append)
+    assert sorted(p.name for p in written) == ["effective_sparsity.csv", "effective_sparsity.pdf",
+                                               "effective_sparsity.png"]
+    assert ("effective_sparsity: (vgg11_bn, cifar10) synflow: trials disconnected (drawn at ∞): 1 of 3 at 10x, "
+            "2 of 2 at 100x") in lines
+    assert "effective_sparsity: no effective counts for (resnet20, cifar10)" in lines
+    table = tables.effective_compression(default_settings(trials, same_training=False)[0])
+    fig = ablation_figures.draw_effective_sparsity(table, ["cifar10"], ["vgg11_bn"])
+    ax = fig.axes[0]
+    drawn = [line for line in ax.get_lines() if line.get_linestyle() != "None"]
+    diagonal = drawn[0]
+    assert list(diagonal.get_xdata()) == list(diagonal.get_ydata())  # y = x
+    synflow = drawn[1]
+    assert list(synflow.get_xdata()) == [10.0, 100.0] and synflow.get_ydata()[0] == pytest.approx(15.0)
+    assert np.isnan(synflow.get_ydata()[1])
+    infinity = ax.get_yticks()[-1]
+    assert [t.get_text() for t in ax.get_yticklabels()][-1] == "∞"
+    markers = [line for line in ax.get_lines() if line.get_marker() == "^"]
+    # every seed disconnected at 100x: filled; some at 10x: hollow (nudged left of snip's, which has none)
+    assert [m.get_markerfacecolor() == "none" for m in markers] == [False, True]
+    nudge = 10 ** (-ablation_figures.NUDGE_DECADES / 2)  # first of two algorithms in the panel
+    assert [m.get_xdata()[0] for m in markers] == pytest.approx([100 * nudge, 10 * nudge])
+    assert all(list(m.get_ydata()) == [infinity] for m in markers)
+    assert any("disconnected" in t.get_text() for t in fig.legends[0].get_texts())
+    lines.clear()
+    old = Results("mem", trials.assign(effective_remaining_params=np.nan), pd.DataFrame(), pd.DataFrame())
+    assert ablation_figures.effective_sparsity_figure(old, tmp_path / "old", lines.append) == []
+    assert lines == ["effective_sparsity: no trial records effective_remaining_params (the store predates it); "
+                     "figure not drawn"]
