@@ -335,6 +335,7 @@ def with_overrides(
     if train_changes:
         changes["train_overrides"] = tuple(dict(base.train_overrides, **dict(train_changes)).items())
     if base.also:  # every grid of the preset gets the same overrides (trials they then share run once)
+        dataclasses.replace(base, also=(), **changes)  # the main grid's own errors first: they name what was asked
         changes["also"] = tuple(
             with_overrides(part, models=models, datasets=datasets, algorithms=algorithms,
                            log10_compressions=log10_compressions, seeds=seeds, iterations=iterations, levels=levels,

@@ -167,7 +167,7 @@ def test_losing_a_node_mid_sweep_resumes_its_trials_from_checkpoints(tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--preset", "fig7"], "unknown preset 'fig7'; valid presets: fig1, fig6, iterative-snip, layer-collapse, quickstart, train-mode"),
+    (["--preset", "fig7"], "unknown preset 'fig7'; valid presets: effective-sparsity, fig1, fig6, iterative, iterative-snip, layer-collapse, quickstart, sanity-checks, train-mode"),
     (["--models", "vgg17"], "unknown model 'vgg17'; valid models: "),
     (["--algorithms", "synflow,snap"], "unknown algorithm 'snap'; valid algorithms: "),
     (["--datasets", "svhn"], "unknown dataset 'svhn'; valid datasets: "),
@@ -265,11 +265,12 @@ def test_dry_run_reports_counts_resources_and_prune_passes(tmp_path, capsys):
     assert plan["prune_passes"] == 4 * 3 * 13 * sum(100 + 10 * c + 2 * 10 * c for c in (10, 100, 200))
     assert [p["recipe_source"] for p in plan["pairs"]] == ["the paper's recipe"] * 12
     text = dry_run(capsys, "--store", str(tmp_path / "store"))
-    assert "sweep quickstart: 100 trials, 0 already in" in text and "100 to run" in text
+    assert "sweep quickstart: 140 trials, 0 already in" in text and "140 to run" in text
+    assert "synflow x100 [shuffle]" in text and "synflow x100 [layerwise_random]" in text
     assert "mlp/digits (17,400 prunable weights): 15 epochs, batch 64, lr 0.1" in text
     assert "dataset digits: ready" in text
     cpu_only = json.loads(dry_run(capsys, "--json", "--gpus-per-trial", "0", "--store", str(tmp_path / "store")))
-    assert cpu_only["resources"] == [{"per_trial": {"CPU": 1.0}, "trials": 100}]
+    assert cpu_only["resources"] == [{"per_trial": {"CPU": 1.0}, "trials": 140}]
 
 
 @pytest.mark.slow
