@@ -35,9 +35,6 @@ OTHER_ABLATION_COLORS = ("#393b79", "#637939", "#843c39", "#7b4173")
 NUDGE_DECADES = 0.06  # how far apart (log10 x) the algorithms' markers on the ∞ row sit
 
 
-MIN_FIGURE_WIDTH = 8.0  # inches: room for the title and the legend when one algorithm was ablated
-
-
 def ablation_style(ablation: str) -> Tuple[str, object, str, str]:
     if ablation in ABLATION_STYLES:
         return ABLATION_STYLES[ablation]
@@ -51,7 +48,7 @@ def draw_ablations(curves: pd.DataFrame, panels: Sequence[Tuple[str, str]], algo
     """Top-1 vs compression: a row per (model, dataset), a column per algorithm, a line per ablation."""
     fig, axes = grid_figure(len(panels), len(algorithms))
     width, height = fig.get_size_inches()
-    fig.set_size_inches(max(width, MIN_FIGURE_WIDTH), height + (0.5 if len(algorithms) < 3 else 0.0))
+    fig.set_size_inches(width, height + (0.5 if len(algorithms) < 3 else 0.0))  # a three-line title
     ablations = tables.ablation_order(curves["ablation"].unique())
     for r, (model, dataset) in enumerate(panels):
         for c, algorithm in enumerate(algorithms):

@@ -15,7 +15,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from analysis import tables
-from analysis.drawing import (BANDS, FIGURES, MARKERS, LINESTYLES, PANEL_SIZE, FigureOptions, Report,
+from analysis.drawing import (BANDS, FIGURES, MARKERS, LINESTYLES, PANEL_SIZE, FigureOptions, Report, figure_width,
                               algorithm_legend, band_plot, grid_figure, log_compression_axis, mark_empty, save,
                               styled)
 from analysis.load import Results, ablation_of, default_settings
@@ -35,7 +35,7 @@ def draw_accuracy(curves: pd.DataFrame, dense: pd.DataFrame, datasets: Sequence[
     shaded band spans (`drawing.BANDS`): min-max over seeds, or the 95% t-interval of the mean.
     """
     rows, cols = len(datasets), len(models)
-    fig = Figure(figsize=(PANEL_SIZE[0] * cols, PANEL_SIZE[1] * 1.4 * rows + 0.9), layout="constrained")
+    fig = Figure(figsize=(figure_width(cols), PANEL_SIZE[1] * 1.4 * rows + 0.9), layout="constrained")
     grid = fig.subplots(2 * rows, cols, squeeze=False, gridspec_kw={"height_ratios": [3, 1.25] * rows})
     algorithms = algorithm_order(curves["algorithm"].unique()) if not curves.empty else []
     for r, dataset in enumerate(datasets):
@@ -138,7 +138,7 @@ def _variant_styles(curves: pd.DataFrame, by: str) -> Dict[str, Tuple[str, str, 
 def draw_iterative(iterative: pd.DataFrame, modes: pd.DataFrame, panels: Sequence[Tuple[str, str]]) -> Figure:
     """Per (model, dataset) row: iterative SNIP vs SynFlow, and eval vs train scoring mode for SNIP and GraSP."""
     fig, axes = grid_figure(len(panels), 2)
-    sides = ((iterative, "iterations", "iterative SNIP vs SynFlow", "no snip or synflow trials"),
+    sides = ((iterative, "iterations", "iterative SNIP, FORCE vs SynFlow", "no snip, force or synflow trials"),
              (modes, "prune_mode", "eval vs train scoring mode", "no snip or grasp trials"))
     for r, (model, dataset) in enumerate(panels):
         for c, (curves, by, title, empty_text) in enumerate(sides):
@@ -170,7 +170,7 @@ def iterative_figure(results: Results, out_dir: Path, report: Report,
         report("iterative: no trained snip, grasp or synflow trials; figure not drawn")
         return []
     compared = [p for p in existing if _has_variants(iterative, p, "iterations", "snip")
-                or _has_variants(modes, p, "prune_mode")]
+                or _has_variants(iterative, p, "iterations", "force") or _has_variants(modes, p, "prune_mode")]
     if not compared:
         report("iterative: no snip trained with several iteration counts and no snip/grasp trained in both "
                "scoring modes; drawing the default curves only")

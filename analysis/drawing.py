@@ -79,8 +79,15 @@ def slug(*parts: str) -> str:
     return "_".join(str(p).replace("/", "-").replace(" ", "-") for p in parts)
 
 
+MIN_FIGURE_WIDTH = 8.0  # inches: a one-panel figure still has room for its title and legend
+
+
+def figure_width(cols: int) -> float:
+    return max(PANEL_SIZE[0] * cols, MIN_FIGURE_WIDTH)
+
+
 def grid_figure(rows: int, cols: int, sharex: bool = False) -> Tuple[Figure, np.ndarray]:
-    fig = Figure(figsize=(PANEL_SIZE[0] * cols, PANEL_SIZE[1] * rows + 0.9), layout="constrained")
+    fig = Figure(figsize=(figure_width(cols), PANEL_SIZE[1] * rows + 0.9), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False, sharex=sharex)
     return fig, axes
 

@@ -15,8 +15,11 @@ ALGORITHM_COLORS = {
     "magnitude": "#9467bd",
     "random": "#7f7f7f",
     "imp": "#ff7f0e",
+    "force": "#17becf",
+    "grasp_abs": "#bcbd22",
 }
-FALLBACK_COLORS = ("#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939")
+# For plugins' algorithms: none of these is a fixed colour above.
+FALLBACK_COLORS = ("#8c564b", "#e377c2", "#393b79", "#637939", "#843c39", "#7b4173", "#3182bd", "#e6550d")
 DENSE_COLOR = "#222222"
 
 

@@ -165,8 +165,8 @@ def variant_curves(trials: pd.DataFrame, algorithms: Iterable[str], by: str) -> 
 
 
 def iterative_curves(trials: pd.DataFrame) -> pd.DataFrame:
-    """Iterative SNIP (every iteration count present) next to SynFlow at its usual iteration count."""
-    snip = variant_curves(trials, ["snip"], "iterations")
+    """Iterative SNIP and FORCE (every iteration count present) next to SynFlow at its usual iteration count."""
+    snip = variant_curves(trials, ["snip", "force"], "iterations")
     synflow_default, _ = default_settings(trials[trials["algorithm"] == "synflow"])
     synflow = variant_curves(synflow_default, ["synflow"], "iterations")
     return pd.concat([c for c in (snip, synflow) if not c.empty] or [snip], ignore_index=True)

@@ -202,6 +202,15 @@ def test_iterative_and_mode_curves_hold_the_variants(results):
     assert train["top1_mean"].tolist() == pytest.approx([6.0]) and train["trials"].tolist() == [1]
 
 
+def test_iterative_curves_put_force_beside_iterative_snip(results):
+    snip = results.trials[results.trials["algorithm"] == "snip"]
+    force = pd.concat([snip.assign(algorithm="force", iterations=n, trial_id=snip["trial_id"] + f"-force{n}")
+                       for n in (10, 100)])
+    iterative = tables.iterative_curves(pd.concat([results.trials, force]))
+    mine = iterative[(iterative["model"] == "vgg11_bn") & (iterative["dataset"] == "cifar10")]
+    assert {"force x10", "force x100", "snip x1", "snip x10", "synflow x100"} <= set(mine["variant"])
+
+
 def test_cli_writes_png_and_pdf_for_every_figure_and_reports_the_missing_panel(store_dir, tmp_path, capsys):
     out = tmp_path / "figures"
     assert plots.main(["--store", str(store_dir), "--out", str(out)]) == 0

@@ -290,3 +290,31 @@ def test_grasp_abs_keeps_the_largest_magnitude_of_hg_times_w():
     kept = torch.cat([result.masks.mask(n).flatten() for n in names])
     assert int(kept.sum()) == keep and result.prune_passes == 2 * 40
     assert len(expected ^ set(kept.nonzero().flatten().tolist())) <= 2  # float ties at the threshold aside
+
+
+# ---------------------------------------------------------------- what a plugin's scorer can get wrong
+
+def test_a_scorers_mistakes_are_one_line_errors_naming_it_and_grad_carrying_scores_are_detached():
+    from trainables.pruning.loop import _fingerprint, checked_scores
+    from trainables.pruning.scores import Scorer
+
+    model = build_model("mlp", DIGITS, 10, seed=0)
+    params = prunable_parameters(model, DIGITS)
+    named = dict(model.named_parameters())
+    mine = Scorer("mine", lambda *a: None, needs_data=False, passes_per_example=0)
+    good = {p.name: named[p.name].abs() for p in params}  # still requires grad, as `p.abs()` does
+    checked = checked_scores(mine, good, params, model, model, _fingerprint(model, params))
+    assert all(not s.requires_grad for s in checked.values())
+    transposed = dict(good, **{params[0].name: named[params[0].name].T.abs()})
+    with pytest.raises(ValueError, match=r"scorer 'mine': the score for '1.weight' has shape \(64, 100\), the "
+                                         r"parameter has \(100, 64\)"):
+        checked_scores(mine, transposed, params, model, model, None)
+    with pytest.raises(ValueError, match="scorer 'mine' returned no score tensor for parameter '5.weight'"):
+        checked_scores(mine, {p.name: good[p.name] for p in params[:2]}, params, model, model, None)
+    with pytest.raises(TypeError, match="scorer 'mine' returned list"):
+        checked_scores(mine, list(good.values()), params, model, model, None)
+    before = _fingerprint(model, params)
+    with torch.no_grad():
+        named[params[1].name].mul_(0.01)
+    with pytest.raises(ValueError, match="scorer 'mine' changed the model's weights"):
+        checked_scores(mine, good, params, model, model, before)

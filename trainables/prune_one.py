@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import List, Optional
 
@@ -46,6 +47,12 @@ def format_table(result: PruneResult) -> str:
     return "\n".join(rows)
 
 
+def check_writable_file(path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        raise ValueError(f"cannot write masks to {path}: directory {directory} does not exist or is not writable")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from trainables.models import MODELS
 
@@ -57,11 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--algorithm", default="synflow",
                     help=f"one of: {', '.join(SCORERS.names())} (imp trains, so it runs only in sweeps)")
     ap.add_argument("--log10-compression", type=float, default=1.0, help="compression ratio = 10 ** this (>= 0)")
-    ap.add_argument("--iterations", type=int, default=None, help="rounds; default 100 for synflow, 1 otherwise")
+    ap.add_argument("--iterations", type=int, default=None, help="rounds; default 100 for synflow and force, "
+                                                                 "1 otherwise")
     ap.add_argument("--schedule", default=DEFAULT_SCHEDULE, help=f"one of: {', '.join(SCHEDULES)}")
     ap.add_argument("--scope", default=DEFAULT_SCOPE, help=f"one of: {', '.join(SCOPES)}")
     ap.add_argument("--mode", default=DEFAULT_PRUNE_MODE, help=f"one of: {', '.join(PRUNE_MODES)}")
-    ap.add_argument("--examples-per-class", type=int, default=10, help="scoring examples per class (snip, grasp)")
+    ap.add_argument("--examples-per-class", type=int, default=10,
+                    help="scoring examples per class (algorithms that need data: snip, grasp, grasp_abs, force, plugins)")
     ap.add_argument("--prune-bias", action="store_true")
     ap.add_argument("--prune-batchnorm", action="store_true")
     ap.add_argument("--prune-residual", action="store_true", help="also prune residual 1x1 projections")
@@ -81,6 +90,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         load_plugins(args.plugins)
+        if args.save_masks:  # fail before a long prune, not after it
+            check_writable_file(args.save_masks)
         if args.algorithm == "imp":
             raise ValueError("imp trains between cuts, so it is not a prune-only algorithm; "
                              f"valid here: {', '.join(SCORERS.names())}")
@@ -102,8 +113,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except data.DatasetMissingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except (ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, TypeError, KeyError, RuntimeError) as e:  # bad input, or a plugin's bad scorer
+        print(f"error: {type(e).__name__ + ': ' if isinstance(e, (TypeError, KeyError)) else ''}{e}",
+              file=sys.stderr)
         return 2
     if args.save_masks:
         try:
@@ -115,11 +127,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         summary = result.summary()
         summary.update(model=args.model, dataset=args.dataset, algorithm=args.algorithm,
                        compression=spec.prune.compression, log10_compression=spec.prune.log10_compression,
-                       iterations=spec.prune.iterations, ablation=spec.prune.ablation, seed=args.seed)
+                       iterations=spec.prune.iterations, ablation=spec.prune.ablation, seed=args.seed,
+                       scope=spec.prune.scope, mode=spec.prune.mode, schedule=spec.prune.schedule,
+                       examples_per_class=spec.prune.examples_per_class)
         print(json.dumps(summary))
     else:
         print(f"{args.algorithm} x{spec.prune.iterations} on {args.model}/{args.dataset} "
-              f"{info.input_shape}, {info.num_classes} classes, compression 10^{spec.prune.log10_compression:g}, seed {args.seed}")
+              f"{info.input_shape}, {info.num_classes} classes, compression 10^{spec.prune.log10_compression:g}, "
+              f"seed {args.seed}" + (f", ablation {spec.prune.ablation}" if spec.prune.ablation != "none" else ""))
         print(format_table(result))
     return 0
 

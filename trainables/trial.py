@@ -238,8 +238,9 @@ def run_trial(config: Dict[str, Any]) -> None:
     try:
         trainer, progress = restore_or_prune(setting)
         status = train(setting, trainer, progress)
-    except DETERMINISTIC_ERRORS as exc:
-        report(setting, {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "epoch": 0})
+    except DETERMINISTIC_ERRORS as exc:  # named by algorithm, so the sweep's summary says whose error it is
+        report(setting, {"status": "failed", "error": f"[{spec.prune.algorithm}] {type(exc).__name__}: {exc}",
+                         "epoch": 0})
         return
     record(setting, progress, status)
 

@@ -194,6 +194,43 @@ def all_scores(scores: Dict[str, torch.Tensor], params: Sequence[PrunableParam])
     return candidates, list(torch.split(candidates, [p.size for p in params]))
 
 
+def checked_scores(scorer: Scorer, scores, params: Sequence[PrunableParam], model: nn.Module,
+                   working: nn.Module, fingerprint_before: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The scorer's output, detached, after checking what a plugin could get wrong (one line naming it).
+
+    A score with the wrong shape would rank the wrong weights, a score that
+    still requires grad breaks the selection, and a scorer that changed the
+    model would train a different network: all three are errors, not results.
+    """
+    if not isinstance(scores, dict):
+        raise TypeError(f"scorer {scorer.name!r} returned {type(scores).__name__}; it must return a dict "
+                        f"{{parameter name: score tensor}}")
+    named = dict(model.named_parameters())
+    out = {}
+    for p in params:
+        score = scores.get(p.name)
+        if not isinstance(score, torch.Tensor):
+            raise ValueError(f"scorer {scorer.name!r} returned no score tensor for parameter {p.name!r} "
+                             f"(it must score every name in inputs.names)")
+        shape = tuple(named[p.name].shape)
+        if tuple(score.shape) != shape:
+            raise ValueError(f"scorer {scorer.name!r}: the score for {p.name!r} has shape {tuple(score.shape)}, "
+                             f"the parameter has {shape}")
+        out[p.name] = score.detach()
+    if fingerprint_before is not None and not torch.equal(fingerprint_before, _fingerprint(working, params)):
+        raise ValueError(f"scorer {scorer.name!r} changed the model's weights; a scorer must leave the model as "
+                         f"it found it (copy it first if the method needs to change weights)")
+    return out
+
+
+@torch.no_grad()
+def _fingerprint(model: nn.Module, params: Sequence[PrunableParam]) -> torch.Tensor:
+    """Sums of |w| and w^2 per prunable parameter: cheap, and any in-place change to the weights shows."""
+    named = dict(model.named_parameters())
+    return torch.stack([torch.stack([named[p.name].double().abs().sum(), named[p.name].double().square().sum()])
+                        for p in params])
+
+
 def run_rounds(model: nn.Module, scorer: Scorer, params: Sequence[PrunableParam], masks: Masks, plan: CutPlan,
                data: Batches, mode: str, seed: int, input_shape: Sequence[int], invert: bool = False) -> Dict[str, float]:
     """Score, cut, repeat; the last round's per-layer score sums (before its cut).
@@ -207,7 +244,8 @@ def run_rounds(model: nn.Module, scorer: Scorer, params: Sequence[PrunableParam]
     score_sums: Dict[str, float] = {}
     with scoring_network(model, scorer, params, mode) as (working, saved_buffers):
         for k in range(1, plan.rounds + 1):
-            scores = scorer.score(working, data, inputs)
+            before = _fingerprint(working, params) if working is model else None
+            scores = checked_scores(scorer, scorer.score(working, data, inputs), params, model, working, before)
             if scorer.revives:
                 candidates, per_layer = all_scores(scores, params)
             else:
