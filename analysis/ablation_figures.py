@@ -17,7 +17,7 @@ from matplotlib.ticker import NullLocator
 
 from analysis import tables
 from analysis.drawing import (BANDS, FIGURES, FigureOptions, Report, band_plot, grid_figure, log_compression_axis,
-                              mark_empty, save, styled)
+                              filled_panels, mark_empty, save, styled)
 from analysis.load import Results, ablation_of, default_settings
 from analysis.style import algorithm_color, algorithm_order, format_ratio
 from common.vocabulary import DEFAULT_ABLATION
@@ -122,15 +122,8 @@ def draw_effective_sparsity(table: pd.DataFrame, datasets: Sequence[str], models
     """Effective vs nominal compression (log-log), a line per algorithm; disconnected seeds drawn on an ∞ row."""
     fig, axes = grid_figure(len(datasets), len(models))
     algorithms = algorithm_order(table["algorithm"].unique())
-    for r, dataset in enumerate(datasets):
-        for c, model in enumerate(models):
-            ax = axes[r, c]
-            ax.set_title(f"{model} / {dataset}")
-            panel = table[(table["model"] == model) & (table["dataset"] == dataset)]
-            if panel.empty:
-                mark_empty(ax, "no effective counts")
-                continue
-            _effective_panel(ax, panel, algorithms)
+    for ax, panel in filled_panels(axes, table, datasets, models, "no effective counts"):
+        _effective_panel(ax, panel, algorithms)
     handles = [Line2D([], [], color=algorithm_color(a), marker="o", markersize=4, label=a) for a in algorithms]
     handles += [
         Line2D([], [], color="0.45", linestyle="--", linewidth=1, label="y = x: every kept weight on a path"),

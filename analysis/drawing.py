@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import matplotlib
 import numpy as np
@@ -90,6 +90,20 @@ def grid_figure(rows: int, cols: int, sharex: bool = False) -> Tuple[Figure, np.
     fig = Figure(figsize=(figure_width(cols), PANEL_SIZE[1] * rows + 0.9), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False, sharex=sharex)
     return fig, axes
+
+
+def filled_panels(axes: np.ndarray, table: pd.DataFrame, datasets: Sequence[str], models: Sequence[str],
+                  empty_text: str) -> Iterator[Tuple[object, pd.DataFrame]]:
+    """Each (dataset row, model column) axis, titled, with its rows of `table`; an empty one is marked and skipped."""
+    for r, dataset in enumerate(datasets):
+        for c, model in enumerate(models):
+            ax = axes[r, c]
+            ax.set_title(f"{model} / {dataset}")
+            panel = table[(table["model"] == model) & (table["dataset"] == dataset)]
+            if panel.empty:
+                mark_empty(ax, empty_text)
+                continue
+            yield ax, panel
 
 
 def mark_empty(ax, text: str) -> None:

@@ -19,8 +19,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from analysis import tables
-from analysis.drawing import (FIGURES, DENSITY_CMAP, FigureOptions, Report, grid_figure, mark_empty, save, slug,
-                              styled)
+from analysis.drawing import (FIGURES, DENSITY_CMAP, FigureOptions, Report, filled_panels, grid_figure, save,
+                              slug, styled)
 from analysis.load import Results, default_settings
 from analysis.style import DENSE_COLOR, algorithm_color, algorithm_order, format_ratio
 
@@ -95,33 +95,26 @@ def layer_density_figures(results: Results, out_dir: Path, report: Report,
 def draw_critical_compression(critical: pd.DataFrame, datasets: Sequence[str], models: Sequence[str]) -> Figure:
     """Bars (log y) of the largest uncollapsed compression; hatched where nothing collapsed (a lower bound)."""
     fig, axes = grid_figure(len(datasets), len(models))
-    for r, dataset in enumerate(datasets):
-        for c, model in enumerate(models):
-            ax = axes[r, c]
-            ax.set_title(f"{model} / {dataset}")
-            panel = critical[(critical["model"] == model) & (critical["dataset"] == dataset)]
-            if panel.empty:
-                mark_empty(ax, "no pruned trials")
-                continue
-            x = np.arange(len(panel))
-            heights = panel["critical"].fillna(1.0)
-            ax.bar(x, heights, color=[algorithm_color(a) for a in panel["algorithm"]], width=0.7,
-                   hatch=["//" if cen else "" for cen in panel["censored"]], edgecolor="white", linewidth=0)
-            for xi, (_, row) in zip(x, panel.iterrows()):
-                label = ("none" if pd.isna(row["critical"])
-                         else ("≥" if row["censored"] else "") + format_ratio(row["critical"]))
-                ax.annotate(label, (xi, heights.iloc[xi]), xytext=(0, 2), textcoords="offset points",
-                            ha="center", va="bottom", fontsize=7)
-            theoretical = panel["theoretical_max"].iloc[0]
-            ax.axhline(theoretical, color=DENSE_COLOR, linestyle="--", linewidth=1)
-            ax.annotate(format_ratio(theoretical), (1.0, theoretical), xycoords=("axes fraction", "data"),
-                        xytext=(-2, 2), textcoords="offset points", ha="right", va="bottom", fontsize=7)
-            ax.set_yscale("log")
-            top = max(theoretical, heights.max())
-            ax.set_ylim(0.8, top * 6)
-            ax.set_xticks(x, labels=panel["algorithm"].tolist(), rotation=30, ha="right")
-            ax.grid(axis="x", visible=False)
-            ax.set_ylabel("critical compression ratio")
+    for ax, panel in filled_panels(axes, critical, datasets, models, "no pruned trials"):
+        x = np.arange(len(panel))
+        heights = panel["critical"].fillna(1.0)
+        ax.bar(x, heights, color=[algorithm_color(a) for a in panel["algorithm"]], width=0.7,
+               hatch=["//" if cen else "" for cen in panel["censored"]], edgecolor="white", linewidth=0)
+        for xi, (_, row) in zip(x, panel.iterrows()):
+            label = ("none" if pd.isna(row["critical"])
+                     else ("≥" if row["censored"] else "") + format_ratio(row["critical"]))
+            ax.annotate(label, (xi, heights.iloc[xi]), xytext=(0, 2), textcoords="offset points",
+                        ha="center", va="bottom", fontsize=7)
+        theoretical = panel["theoretical_max"].iloc[0]
+        ax.axhline(theoretical, color=DENSE_COLOR, linestyle="--", linewidth=1)
+        ax.annotate(format_ratio(theoretical), (1.0, theoretical), xycoords=("axes fraction", "data"),
+                    xytext=(-2, 2), textcoords="offset points", ha="right", va="bottom", fontsize=7)
+        ax.set_yscale("log")
+        top = max(theoretical, heights.max())
+        ax.set_ylim(0.8, top * 6)
+        ax.set_xticks(x, labels=panel["algorithm"].tolist(), rotation=30, ha="right")
+        ax.grid(axis="x", visible=False)
+        ax.set_ylabel("critical compression ratio")
     fig.legend(handles=[
         Line2D([], [], color=DENSE_COLOR, linestyle="--", label="max possible (prunable weights / layers)"),
         Patch(facecolor="0.6", hatch="//", edgecolor="white", label="no collapse up to the largest ratio tested"),

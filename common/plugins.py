@@ -41,8 +41,6 @@ def _import(name: str, given: str) -> ModuleType:
             raise PluginError(f"cannot import plugin {given!r}: no module named {exc.name!r}; give a dotted module "
                               f"on the Python path or the path of a .py file") from None
         raise PluginError(f"plugin {given!r} failed to import: {type(exc).__name__}: {exc}") from None
-    except PluginError:
-        raise
     except Exception as exc:  # the plugin's own code raised: name it, not a traceback
         raise PluginError(f"plugin {given!r} failed to import: {type(exc).__name__}: {exc}") from None
 

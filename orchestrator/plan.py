@@ -125,13 +125,14 @@ def plan(sweep: SweepSpec, store: ResultsStore, policy: ResourcePolicy) -> Dict:
 
 def print_plan(p: Dict, as_json: bool, gpu_note: str) -> None:
     public = {k: v for k, v in p.items() if k not in ("to_run_specs", "all_specs", "done_ids", "plugin_modules")}
+    public["plugins"] = [plugin.given for plugin in p.get("plugin_modules", [])]
     if as_json:
         print(json.dumps(public))
         return
     print(f"sweep {p['sweep']}: {p['trials']} trials, {p['done']} already in {p['store']}, {p['to_run']} to run")
     print(f"  algorithms: {', '.join(p['algorithms'])}")
-    if p.get("plugins"):
-        print(f"  plugins (imported here and on every worker): {', '.join(p['plugins'])}")
+    if public["plugins"]:
+        print(f"  plugins (imported here and on every worker): {', '.join(public['plugins'])}")
     print(f"  log10 compressions: {', '.join(f'{c:g}' for c in p['log10_compressions'])}; "
           f"seeds: {', '.join(map(str, p['seeds']))}")
     for pair in p["pairs"]:

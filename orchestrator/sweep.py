@@ -144,7 +144,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         policy = ResourcePolicy(cluster_has_gpus=args.gpus_per_trial != 0, gpus_per_trial=args.gpus_per_trial,
                                 cpus_per_trial=args.cpus_per_trial)
         the_plan = plan(sweep, store, policy)
-        the_plan["plugins"], the_plan["plugin_modules"] = [p.given for p in plugins], plugins
+        the_plan["plugin_modules"] = plugins
         for line in the_plan["quarantined"]:
             print(f"[{sweep.name}] {line}: that trial will run again", file=sys.stderr)
         if args.dry_run:

@@ -531,6 +531,16 @@ def crash_at(store, step):
     return log
 
 
+def crashed_copy(template, root, step, change):
+    """A copy of the store `template` at `root` in which `change(store)` was killed at its `step`-th change."""
+    shutil.copytree(template, root)
+    store = ResultsStore(root)
+    crash_at(store, step)
+    with pytest.raises(Crash):
+        change(store)
+    return root
+
+
 def assert_no_row_twice(root):
     for table, key in (("trials", []), ("epochs", ["epoch"]), ("layers", ["layer_index"])):
         frame = pd.read_parquet(root / table)
@@ -551,12 +561,7 @@ def test_compaction_killed_at_every_step_recovers_with_every_trial_once(tmp_path
     assert kinds.count("_move") == 6 and kinds.count("_put") == 8  # 3 parts + 1 journal a group
 
     for step, interrupted in enumerate(log):
-        root = tmp_path / f"crash-{step}"
-        shutil.copytree(template, root)
-        store = ResultsStore(root)
-        crash_at(store, step)
-        with pytest.raises(Crash):
-            store.compact(rows_per_part=4)
+        root = crashed_copy(template, tmp_path / f"crash-{step}", step, lambda s: s.compact(rows_per_part=4))
         try:
             assert_no_row_twice(root)  # what pandas sees at the moment of the crash
             assert_each_trial_once(root, ids, pruned)  # a fresh store finishes the journal first
@@ -592,12 +597,8 @@ def test_rewriting_a_compacted_trial_killed_at_every_step_never_doubles_a_row(tm
     assert len(log) == 3 + 1 + 3 + 3 + 1 + 1 + 3  # new parts, journal, 3 deletes, 3 moves, journal, trial files
 
     for step, interrupted in enumerate(log):
-        root = tmp_path / f"crash-{step}"
-        shutil.copytree(template, root)
-        store = ResultsStore(root)
-        crash_at(store, step)
-        with pytest.raises(Crash):
-            store.write_trial(trial_row("t2", final_top1=0.25), epoch_rows(), layer_rows())
+        root = crashed_copy(template, tmp_path / f"crash-{step}", step,
+                            lambda s: s.write_trial(trial_row("t2", final_top1=0.25), epoch_rows(), layer_rows()))
         assert_no_row_twice(root)
         fresh = ResultsStore(root)
         assert fresh.finished_ids() in ({"t1", "t3"}, {"t1", "t2", "t3"}), interrupted

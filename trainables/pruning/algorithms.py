@@ -18,8 +18,15 @@ class Algorithm:
 
 
 ALGORITHMS: Registry[Algorithm] = Registry("algorithm")
+
+
+def _prunes_at_init(name: str) -> None:
+    """The algorithm that prunes once, at initialization, with the scorer of the same name."""
+    ALGORITHMS.register(name)(Algorithm(name, name, trains_between_cuts=False))
+
+
 for _name in SCORERS.names():
-    ALGORITHMS.register(_name)(Algorithm(_name, _name, trains_between_cuts=False))
+    _prunes_at_init(_name)
 ALGORITHMS.register("imp")(Algorithm("imp", "magnitude", trains_between_cuts=True))
 
 
@@ -47,6 +54,6 @@ def scorer(name: str, *, needs_data: bool, passes_per_example: int, revives: boo
     """
     def add(fn: Callable) -> Callable:
         scores.scorer(name, needs_data=needs_data, passes_per_example=passes_per_example, revives=revives)(fn)
-        ALGORITHMS.register(name)(Algorithm(name, name, trains_between_cuts=False))
+        _prunes_at_init(name)
         return fn
     return add
