@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from common.registry import Registry
-from common.checks import check_number
+from common.checks import check_choice, check_number
 from common.vocabulary import ABLATIONS, DEFAULT_ABLATION, DEFAULT_PRUNE_MODE
 from trainables.specs import MAX_LEVELS, MAX_SEED, DataSpec, ModelSpec, PruneSpec, TrainSpec, TrialSpec
 from trainables.training import FALLBACK_RECIPE, paper_recipe
@@ -207,9 +207,8 @@ def with_ablations(variants: Tuple[AlgorithmVariant, ...], ablations: Tuple[str,
 
 def parse_ablations(text: str) -> Tuple[str, ...]:
     names = parse_names(text, "ablations")
-    bad = [n for n in names if n not in ABLATIONS]
-    if bad:
-        raise ValueError(f"unknown ablation {bad[0]!r}; valid ablations: {', '.join(ABLATIONS)}")
+    for name in names:
+        check_choice("ablation", name, ABLATIONS)
     return names
 
 

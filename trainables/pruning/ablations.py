@@ -23,7 +23,7 @@ from typing import Callable, Dict, Sequence
 import torch
 from torch import nn
 
-from common.vocabulary import ABLATIONS
+from common.checks import check_choice
 from trainables.pruning.masks import Masks
 from trainables.pruning.params import PrunableParam
 
@@ -73,10 +73,7 @@ def apply_ablation(ablation: str, model: nn.Module, masks: Masks, params: Sequen
     and a shuffled mask keeps some of those); `reinitialized(seed)` builds the
     same architecture from another seed.
     """
-    if ablation not in AFTER_PRUNING:
-        if ablation not in ABLATIONS:
-            raise ValueError(f"unknown ablation {ablation!r}; valid: {', '.join(ABLATIONS)}")
-        return
+    check_choice("ablation applied after pruning", ablation, AFTER_PRUNING)
     if ablation == "reinit":
         fresh = reinitialized(ablation_seed(seed, "reinit"))
         restore_parameters(model, {n: p.detach() for n, p in fresh.named_parameters()})
