@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -16,8 +16,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
 from analysis import tables
-from analysis.drawing import (BANDS, FIGURES, FigureOptions, Report, band_plot, grid_figure, log_compression_axis,
-                              filled_panels, mark_empty, save, styled)
+from analysis.drawing import (BANDS, FIGURES, FigureOptions, PanelLayout, Report, band_plot, chance_handle,
+                              chance_line, filled_panels, grid_figure, log_compression_axis, save, styled)
 from analysis.load import Results, ablation_of, default_settings
 from analysis.style import algorithm_color, algorithm_order, format_ratio
 from common.vocabulary import DEFAULT_ABLATION
@@ -32,7 +32,7 @@ ABLATION_STYLES: Dict[str, Tuple[str, object, str, str]] = {
     "invert": ("#8c564b", "-.", "D", "invert (lowest scores kept)"),
 }
 OTHER_ABLATION_COLORS = ("#393b79", "#637939", "#843c39", "#7b4173")
-NUDGE_DECADES = 0.06  # how far apart (log10 x) the algorithms' markers on the ∞ row sit
+INFINITY_STACK = 1.35  # the factor (log y) between algorithms' markers on the ∞ row, each at its true ratio
 
 
 def ablation_style(ablation: str) -> Tuple[str, object, str, str]:
@@ -44,20 +44,21 @@ def ablation_style(ablation: str) -> Tuple[str, object, str, str]:
 
 @styled
 def draw_ablations(curves: pd.DataFrame, panels: Sequence[Tuple[str, str]], algorithms: Sequence[str],
-                   band: str = "range") -> Figure:
+                   band: str = "range", trials: Optional[pd.DataFrame] = None) -> Figure:
     """Top-1 vs compression: a row per (model, dataset), a column per algorithm, a line per ablation."""
     fig, axes = grid_figure(len(panels), len(algorithms))
     width, height = fig.get_size_inches()
     fig.set_size_inches(width, height + (0.5 if len(algorithms) < 3 else 0.0))  # a three-line title
     ablations = tables.ablation_order(curves["ablation"].unique())
+    any_chance = False
     for r, (model, dataset) in enumerate(panels):
         for c, algorithm in enumerate(algorithms):
             ax = axes[r, c]
             ax.set_title(f"{model} / {dataset}: {algorithm}", color=algorithm_color(algorithm))
             panel = curves[(curves["model"] == model) & (curves["dataset"] == dataset)
                            & (curves["algorithm"] == algorithm)]
-            if panel.empty:
-                mark_empty(ax, f"no trained {algorithm} trials")
+            if panel.empty:  # (the figure function reports it)
+                ax.set_visible(False)
                 continue
             if (panel["ablation"] == DEFAULT_ABLATION).all():
                 ax.text(0.98, 0.98, "no ablation trained", transform=ax.transAxes, ha="right", va="top",
@@ -73,6 +74,8 @@ def draw_ablations(curves: pd.DataFrame, panels: Sequence[Tuple[str, str]], algo
                 if reference:
                     ax.get_lines()[-1].set_linewidth(2.0)
                     ax.get_lines()[-1].set_zorder(3)
+            if trials is not None:
+                any_chance |= chance_line(ax, trials, model, dataset)
             log_compression_axis(ax)
             ax.set_xlabel("compression ratio")
             ax.set_ylabel("top-1 accuracy (%)")
@@ -81,6 +84,7 @@ def draw_ablations(curves: pd.DataFrame, panels: Sequence[Tuple[str, str]], algo
         color, linestyle, marker, text = ablation_style(ablation)
         handles.append(Line2D([], [], color=color, linestyle=linestyle, marker=marker, markersize=4,
                               linewidth=2.0 if ablation == DEFAULT_ABLATION else 1.4, label=text))
+    handles += [chance_handle()] if any_chance else []
     narrow = len(algorithms) < 3
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 2 if narrow else 3),
                frameon=False)
@@ -95,7 +99,7 @@ def ablations_figure(results: Results, out_dir: Path, report: Report,
                      options: FigureOptions = FigureOptions()) -> List[Path]:
     ablated = results.trials[ablation_of(results.trials) != DEFAULT_ABLATION]
     if ablated.empty:
-        report("ablations: no ablation trials in the store (every trial has ablation none); figure not drawn")
+        report("ablations: no ablation trials among the selected (every trial has ablation none); figure not drawn")
         return []
     curves = tables.ablation_curves(results.trials)
     drawn = set(zip(curves.loc[curves["ablation"] != DEFAULT_ABLATION, "model"],
@@ -112,17 +116,21 @@ def ablations_figure(results: Results, out_dir: Path, report: Report,
     # Only the algorithms some ablation was run for: a panel of `none` alone answers no sanity check.
     algorithms = algorithm_order(curves.loc[curves["ablation"] != DEFAULT_ABLATION, "algorithm"].unique())
     curves = curves[curves["algorithm"].isin(algorithms)]
-    return save(draw_ablations(curves, panels, algorithms, options.band), out_dir, "ablations")
+    for model, dataset in panels:
+        here = set(curves.loc[(curves["model"] == model) & (curves["dataset"] == dataset), "algorithm"])
+        for algorithm in [a for a in algorithms if a not in here]:
+            report(f"ablations: ({model}, {dataset}) has no trained {algorithm} trial; its panel is left blank")
+    return save(draw_ablations(curves, panels, algorithms, options.band, results.trials), out_dir, "ablations")
 
 
 # -------------------------------------------------------- effective compression
 
 @styled
-def draw_effective_sparsity(table: pd.DataFrame, datasets: Sequence[str], models: Sequence[str]) -> Figure:
+def draw_effective_sparsity(table: pd.DataFrame, layout: PanelLayout) -> Figure:
     """Effective vs nominal compression (log-log), a line per algorithm; disconnected seeds drawn on an ∞ row."""
-    fig, axes = grid_figure(len(datasets), len(models))
+    fig, axes = grid_figure(layout.rows, layout.cols)
     algorithms = algorithm_order(table["algorithm"].unique())
-    for ax, panel in filled_panels(axes, table, datasets, models, "no effective counts"):
+    for ax, panel in filled_panels(axes, table, layout):
         _effective_panel(ax, panel, algorithms)
     handles = [Line2D([], [], color=algorithm_color(a), marker="o", markersize=4, label=a) for a in algorithms]
     handles += [
@@ -131,7 +139,7 @@ def draw_effective_sparsity(table: pd.DataFrame, datasets: Sequence[str], models
         Line2D([], [], color="0.3", linestyle="none", marker="^", markersize=6, markerfacecolor="none",
                label="∞: some seeds disconnected"),
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3 if len(models) < 3 else 5),
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3 if layout.cols < 3 else 5),
                frameon=False)
     fig.suptitle("Effective compression (prunable weights / kept weights on an input-output path) vs nominal;\n"
                  "mean over the connected seeds. Disconnected = no input-output path left (infinite effective\n"
@@ -148,7 +156,8 @@ def _effective_panel(ax, panel: pd.DataFrame, algorithms: Sequence[str]) -> None
     x_span = np.array([low / 1.5, panel["compression"].max() * 1.5])
     ax.plot(x_span, x_span, color="0.45", linestyle="--", linewidth=1, zorder=1)  # y = x, named in the legend
     present = [a for a in algorithms if a in set(panel["algorithm"])]
-    for i, algorithm in enumerate(present):
+    stacked: Dict[float, int] = {}  # compression -> markers already on the ∞ row there
+    for algorithm in present:
         rows = panel[panel["algorithm"] == algorithm].sort_values("compression")
         color = algorithm_color(algorithm)
         ax.plot(rows["compression"], rows["effective_compression_mean"], color=color, marker="o", markersize=3,
@@ -156,11 +165,12 @@ def _effective_panel(ax, panel: pd.DataFrame, algorithms: Sequence[str]) -> None
         cut = rows[rows["disconnected"] > 0]
         if cut.empty:
             continue
-        nudge = 10 ** (NUDGE_DECADES * (i - (len(present) - 1) / 2))  # side by side where several are cut
-        for rows_, face in ((cut[cut["connected"] == 0], color), (cut[cut["connected"] > 0], "none")):
-            if not rows_.empty:  # (an empty unclipped line would stretch the layout to the origin)
-                ax.plot(rows_["compression"] * nudge, np.full(len(rows_), infinity), linestyle="none", marker="^",
-                        markersize=6, color=color, markerfacecolor=face, zorder=4, clip_on=False)
+        # Each marker at its true ratio; several algorithms cut at one ratio stack upwards from the ∞ row.
+        for row in cut.itertuples():
+            lift = INFINITY_STACK ** stacked.get(row.compression, 0)
+            stacked[row.compression] = stacked.get(row.compression, 0) + 1
+            ax.plot([row.compression], [infinity * lift], linestyle="none", marker="^", markersize=6, color=color,
+                    markerfacecolor=color if row.connected == 0 else "none", zorder=4, clip_on=False)
     ax.axhline(infinity, color="0.6", linestyle=":", linewidth=0.8, zorder=1)
     ax.annotate("disconnected", (0.01, infinity), xycoords=("axes fraction", "data"), xytext=(2, 3),
                 textcoords="offset points", ha="left", va="bottom", fontsize=7, color="0.35")
@@ -168,7 +178,7 @@ def _effective_panel(ax, panel: pd.DataFrame, algorithms: Sequence[str]) -> None
     ax.set_yscale("log")
     ax.set_xlim(x_span[0], x_span[1])
     bottom = min(low / 1.5, x_span[0])
-    ax.set_ylim(bottom, infinity * 2.0)
+    ax.set_ylim(bottom, infinity * INFINITY_STACK ** max(max(stacked.values(), default=1) - 1, 0) * 2.0)
     # Powers of ten up to the largest finite value, then the ∞ row: no finite tick above infinity.
     powers = [10.0 ** k for k in range(math.ceil(math.log10(bottom)), math.floor(math.log10(largest)) + 1)]
     ax.set_yticks(powers + [infinity], labels=[f"$10^{{{round(math.log10(p))}}}$" for p in powers] + ["∞"])
@@ -192,7 +202,8 @@ def effective_sparsity_figure(results: Results, out_dir: Path, report: Report,
                "figure not drawn")
         return []
     for model, dataset in tables.missing_panels(trials, table):
-        report(f"effective_sparsity: no effective counts for ({model}, {dataset})")
+        report(f"effective_sparsity: ({model}, {dataset}) has no effective counts with the default settings; "
+               "not drawn")
     cut = table[table["disconnected"] > 0]
     for (model, dataset, algorithm), rows in cut.groupby([*tables.PANEL, "algorithm"], sort=False):
         where = ", ".join(f"{r.disconnected} of {r.trials} at {format_ratio(r.compression)}" for r in rows.itertuples())
@@ -200,5 +211,5 @@ def effective_sparsity_figure(results: Results, out_dir: Path, report: Report,
     out_dir.mkdir(parents=True, exist_ok=True)
     table_path = out_dir / "effective_sparsity.csv"
     table.to_csv(table_path, index=False)
-    datasets, models = tables.panel_grid(trials)
-    return save(draw_effective_sparsity(table, datasets, models), out_dir, "effective_sparsity") + [table_path]
+    return save(draw_effective_sparsity(table, PanelLayout.of(tables.panels(table))), out_dir,
+                "effective_sparsity") + [table_path]

@@ -5,6 +5,7 @@ them. Every figure draws what exists and reports what is missing, one line each.
 """
 from __future__ import annotations
 
+import math
 import textwrap
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -15,9 +16,9 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from analysis import tables
-from analysis.drawing import (BANDS, FIGURES, MARKERS, LINESTYLES, PANEL_SIZE, FigureOptions, Report, figure_width,
-                              algorithm_legend, band_plot, grid_figure, log_compression_axis, mark_empty, save,
-                              styled)
+from analysis.drawing import (BANDS, FIGURES, MARKERS, LINESTYLES, PANEL_SIZE, FigureOptions, PanelLayout, Report,
+                              algorithm_legend, band_plot, chance_handle, chance_line, figure_width, grid_figure,
+                              log_compression_axis, save, styled)
 from analysis.load import Results, ablation_of, default_settings
 from analysis.style import DENSE_COLOR, algorithm_color, algorithm_order
 from common.vocabulary import DEFAULT_ABLATION
@@ -27,39 +28,39 @@ ZOOM_MAX_LOG10 = 1.5  # the accuracy figure's zoom strip spans 1x to 10^1.5 = 31
 
 
 @styled
-def draw_accuracy(curves: pd.DataFrame, dense: pd.DataFrame, datasets: Sequence[str], models: Sequence[str],
+def draw_accuracy(curves: pd.DataFrame, dense: pd.DataFrame, trials: pd.DataFrame, layout: PanelLayout,
                   caption: str, band: str = "range") -> Figure:
-    """Top-1 vs compression per (dataset row, model column), each panel with a zoom strip on 1x-31.6x below it.
+    """Top-1 vs compression per laid-out (model, dataset), each panel with a zoom strip on 1x-31.6x below it.
 
     The zoom gets its own axes rather than an inset, so it can never hide a curve. `band` picks what the
-    shaded band spans (`drawing.BANDS`): min-max over seeds, or the 95% t-interval of the mean.
+    shaded band spans (`drawing.BANDS`): min-max over seeds, or the 95% t-interval of the mean. A dotted
+    line marks chance (100 / classes) where the store records the class count.
     """
-    rows, cols = len(datasets), len(models)
-    fig = Figure(figsize=(figure_width(cols), PANEL_SIZE[1] * 1.4 * rows + 0.9), layout="constrained")
-    grid = fig.subplots(2 * rows, cols, squeeze=False, gridspec_kw={"height_ratios": [3, 1.25] * rows})
+    fig = Figure(figsize=(figure_width(layout.cols), PANEL_SIZE[1] * 1.4 * layout.rows + 0.9), layout="constrained")
+    grid = fig.subplots(2 * layout.rows, layout.cols, squeeze=False,
+                        gridspec_kw={"height_ratios": [3, 1.25] * layout.rows})
+    layout.hide_unused(grid[0::2])
+    layout.hide_unused(grid[1::2])
     algorithms = algorithm_order(curves["algorithm"].unique()) if not curves.empty else []
-    for r, dataset in enumerate(datasets):
-        for c, model in enumerate(models):
-            ax, zoom = grid[2 * r, c], grid[2 * r + 1, c]
-            ax.set_title(f"{model} / {dataset}")
-            panel = curves[(curves["model"] == model) & (curves["dataset"] == dataset)]
-            if panel.empty:
-                mark_empty(ax, "no trained trials")
-                zoom.set_visible(False)
-                continue
-            reference = dense[(dense["model"] == model) & (dense["dataset"] == dataset)]
-            for algorithm in algorithm_order(panel["algorithm"].unique()):
-                band_plot(ax, panel[panel["algorithm"] == algorithm], algorithm_color(algorithm), algorithm,
-                          band=band)
-            if not reference.empty:
-                ax.axhline(reference["top1_mean"].iloc[0], color=DENSE_COLOR, linestyle="--", linewidth=1)
-            log_compression_axis(ax)
-            ax.set_xlabel("compression ratio")
-            ax.set_ylabel("top-1 accuracy (%)")
-            _accuracy_zoom(zoom, panel, reference, band)
+    any_chance = False
+    for (model, dataset), (r, c) in layout.cells:
+        ax, zoom = grid[2 * r, c], grid[2 * r + 1, c]
+        ax.set_title(f"{model} / {dataset}")
+        panel = curves[(curves["model"] == model) & (curves["dataset"] == dataset)]
+        reference = dense[(dense["model"] == model) & (dense["dataset"] == dataset)]
+        for algorithm in algorithm_order(panel["algorithm"].unique()):
+            band_plot(ax, panel[panel["algorithm"] == algorithm], algorithm_color(algorithm), algorithm,
+                      band=band)
+        if not reference.empty:
+            ax.axhline(reference["top1_mean"].iloc[0], color=DENSE_COLOR, linestyle="--", linewidth=1)
+        any_chance |= chance_line(ax, trials, model, dataset)
+        log_compression_axis(ax)
+        ax.set_xlabel("compression ratio")
+        ax.set_ylabel("top-1 accuracy (%)")
+        _accuracy_zoom(zoom, panel, reference, band)
     dense_handle = Line2D([], [], color=DENSE_COLOR, linestyle="--", linewidth=1, label="dense (unpruned)")
-    algorithm_legend(fig, algorithms, [dense_handle])
-    wrapped = textwrap.fill(f"Default settings only: {caption}.", width=int(115 * len(models) / 2) + 20)
+    algorithm_legend(fig, algorithms, [dense_handle] + ([chance_handle()] if any_chance else []))
+    wrapped = textwrap.fill(f"Default settings only: {caption}.", width=int(115 * layout.cols / 2) + 20)
     fig.suptitle(f"Top-1 accuracy vs compression: mean over seeds, {BANDS[band][2]}.\n{wrapped}", fontsize=9)
     return fig
 
@@ -111,14 +112,19 @@ def accuracy_figure(results: Results, out_dir: Path, report: Report,
     if ablated:
         report(f"accuracy: {ablated} trained ablation trial(s) left out (see the ablations figure)")
     for model, dataset in tables.missing_panels(results.trials, curves):
-        report(f"accuracy: no trials for ({model}, {dataset})")
+        report(f"accuracy: ({model}, {dataset}) has no trained trial with the default settings; not drawn")
     for note in tables.coverage_gaps(curves):
         report(f"accuracy: {note}")
     if curves.empty:
         report("accuracy: no completed trials with a final accuracy; figure not drawn")
         return []
-    datasets, models = tables.panel_grid(results.trials)
-    return save(draw_accuracy(curves, dense, datasets, models, caption, options.band), out_dir, "accuracy")
+    layout = PanelLayout.of(tables.panels(curves))
+    missing_chance = [f"({m}, {d})" for (m, d), _ in layout.cells
+                      if results.trials.loc[(results.trials["model"] == m) & (results.trials["dataset"] == d),
+                                            "num_classes"].isna().all()]
+    if missing_chance:
+        report(f"accuracy: no chance line for {', '.join(missing_chance)}: the store predates the class count")
+    return save(draw_accuracy(curves, dense, results.trials, layout, caption, options.band), out_dir, "accuracy")
 
 
 # --------------------------------------------------------------- layer density
@@ -134,27 +140,27 @@ def _variant_styles(curves: pd.DataFrame, by: str) -> Dict[str, Tuple[str, str, 
     return styles
 
 
+# (curves' column, panel title, the algorithms whose variants make the comparison)
+ITERATIVE_SIDES = {"iterations": ("iterative SNIP, FORCE vs SynFlow", ("snip", "force")),
+                   "prune_mode": ("eval vs train scoring mode", ("snip", "grasp"))}
+
+
 @styled
-def draw_iterative(iterative: pd.DataFrame, modes: pd.DataFrame, panels: Sequence[Tuple[str, str]]) -> Figure:
-    """Per (model, dataset) row: iterative SNIP vs SynFlow, and eval vs train scoring mode for SNIP and GraSP."""
-    fig, axes = grid_figure(len(panels), 2)
-    sides = ((iterative, "iterations", "iterative SNIP, FORCE vs SynFlow", "no snip, force or synflow trials"),
-             (modes, "prune_mode", "eval vs train scoring mode", "no snip or grasp trials"))
-    for r, (model, dataset) in enumerate(panels):
-        for c, (curves, by, title, empty_text) in enumerate(sides):
-            ax = axes[r, c]
-            ax.set_title(f"{model} / {dataset}: {title}", fontsize=9)
-            panel = curves[(curves["model"] == model) & (curves["dataset"] == dataset)] if not curves.empty else curves
-            if panel.empty:
-                mark_empty(ax, empty_text)
-                continue
-            styles = _variant_styles(panel, by)
-            for variant, (color, linestyle, marker) in styles.items():
-                band_plot(ax, panel[panel["variant"] == variant], color, variant, linestyle, marker, 0.1)
-            log_compression_axis(ax)
-            ax.set_xlabel("compression ratio")
-            ax.set_ylabel("top-1 accuracy (%)")
-            ax.legend(loc="lower left", frameon=True, framealpha=0.85)
+def draw_iterative(cells: Sequence[Tuple[Tuple[str, str], str, pd.DataFrame]]) -> Figure:
+    """One panel per ((model, dataset), setting) that has variants to compare: iterative SNIP/FORCE vs SynFlow,
+    or eval vs train scoring mode for SNIP and GraSP. Nothing is drawn for a comparison that was not run."""
+    cols = min(len(cells), 2)
+    fig, axes = grid_figure(math.ceil(len(cells) / cols), cols)
+    for ax in axes.flat[len(cells):]:
+        ax.set_visible(False)
+    for ax, ((model, dataset), by, panel) in zip(axes.flat, cells):
+        ax.set_title(f"{model} / {dataset}: {ITERATIVE_SIDES[by][0]}", fontsize=9)
+        for variant, (color, linestyle, marker) in _variant_styles(panel, by).items():
+            band_plot(ax, panel[panel["variant"] == variant], color, variant, linestyle, marker, 0.1)
+        log_compression_axis(ax)
+        ax.set_xlabel("compression ratio")
+        ax.set_ylabel("top-1 accuracy (%)")
+        ax.legend(loc="lower left", frameon=True, framealpha=0.85)
     fig.suptitle("Pruning variants: mean over seeds, band = min-max; other settings at their defaults.\n"
                  "x N = pruning iterations; train mode = batch-norm in train mode while scoring", fontsize=10)
     return fig
@@ -163,20 +169,18 @@ def draw_iterative(iterative: pd.DataFrame, modes: pd.DataFrame, panels: Sequenc
 @FIGURES.register("iterative")
 def iterative_figure(results: Results, out_dir: Path, report: Report,
                      options: FigureOptions = FigureOptions()) -> List[Path]:
-    iterative = tables.iterative_curves(results.trials)
-    modes = tables.prune_mode_curves(results.trials)
-    existing = sorted(set(zip(iterative["model"], iterative["dataset"])) | set(zip(modes["model"], modes["dataset"])))
-    if not existing:
-        report("iterative: no trained snip, grasp or synflow trials; figure not drawn")
+    sides = {"iterations": tables.iterative_curves(results.trials), "prune_mode": tables.prune_mode_curves(results.trials)}
+    cells = []
+    for by, curves in sides.items():
+        for pair in tables.panels(curves):
+            if any(_has_variants(curves, pair, by, algorithm) for algorithm in ITERATIVE_SIDES[by][1]):
+                cells.append((pair, by, curves[(curves["model"] == pair[0]) & (curves["dataset"] == pair[1])]))
+    if not cells:
+        report("iterative: no snip or force trained with several iteration counts, and no snip or grasp trained "
+               "in both scoring modes; figure not drawn")
         return []
-    compared = [p for p in existing if _has_variants(iterative, p, "iterations", "snip")
-                or _has_variants(iterative, p, "iterations", "force") or _has_variants(modes, p, "prune_mode")]
-    if not compared:
-        report("iterative: no snip trained with several iteration counts and no snip/grasp trained in both "
-               "scoring modes; drawing the default curves only")
-    for model, dataset in sorted(set(existing) - set(compared)) if compared else []:
-        report(f"iterative: ({model}, {dataset}) has no variants to compare; left out")
-    return save(draw_iterative(iterative, modes, compared or existing), out_dir, "iterative")
+    cells.sort(key=lambda cell: (cell[0][1], cell[0][0], list(sides).index(cell[1])))
+    return save(draw_iterative(cells), out_dir, "iterative")
 
 
 def _has_variants(curves: pd.DataFrame, panel: Tuple[str, str], by: str, algorithm: Optional[str] = None) -> bool:

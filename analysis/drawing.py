@@ -6,6 +6,7 @@ state), so it works headless and inside other programs.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
@@ -25,17 +26,19 @@ from common.registry import Registry
 Report = Callable[[str], None]
 # What the accuracy band spans: the columns of `tables.accuracy_curves` it is drawn between, and its caption.
 BANDS = {"range": ("top1_min", "top1_max", "band = min-max over seeds"),
-         "ci": ("top1_ci_low", "top1_ci_high", "band = 95% t-interval of the mean (none for one seed)")}
+         "ci": ("top1_ci_low", "top1_ci_high", "band = 95% t-interval of the mean (none below 3 seeds)")}
 
 
 @dataclass(frozen=True)
 class FigureOptions:
     """Choices from the command line that some figures follow (the others ignore them)."""
     band: str = "range"
+    ratios: Tuple[float, ...] = ()  # log10 compressions of the learning curves (default: chosen from the store)
 
     def __post_init__(self) -> None:
         if self.band not in BANDS:
             raise ValueError(f"unknown band {self.band!r}; valid bands: {', '.join(BANDS)}")
+        object.__setattr__(self, "ratios", tuple(self.ratios))
 
 
 # (results, out_dir, report, options) -> the paths written; `options` has a default, FigureOptions().
@@ -43,6 +46,7 @@ FigureMaker = Callable[[Results, Path, Report, FigureOptions], List[Path]]
 FIGURES: Registry[FigureMaker] = Registry("figure")
 
 PANEL_SIZE = (4.3, 3.4)
+CHANCE_COLOR = "#888888"
 DENSITY_CMAP = ListedColormap(matplotlib.colormaps["YlGnBu"](np.linspace(0.3, 1.0, 256)), name="density")
 LINESTYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D")
@@ -92,18 +96,60 @@ def grid_figure(rows: int, cols: int, sharex: bool = False) -> Tuple[Figure, np.
     return fig, axes
 
 
-def filled_panels(axes: np.ndarray, table: pd.DataFrame, datasets: Sequence[str], models: Sequence[str],
-                  empty_text: str) -> Iterator[Tuple[object, pd.DataFrame]]:
-    """Each (dataset row, model column) axis, titled, with its rows of `table`; an empty one is marked and skipped."""
-    for r, dataset in enumerate(datasets):
-        for c, model in enumerate(models):
-            ax = axes[r, c]
-            ax.set_title(f"{model} / {dataset}")
-            panel = table[(table["model"] == model) & (table["dataset"] == dataset)]
-            if panel.empty:
-                mark_empty(ax, empty_text)
-                continue
-            yield ax, panel
+MAX_PANEL_COLUMNS = 3  # a flowing layout wraps after this many panels
+
+
+@dataclass(frozen=True)
+class PanelLayout:
+    """Where each drawn (model, dataset) pair sits: dataset rows x model columns when the pairs fill that grid,
+    otherwise the pairs in reading order, wrapped; no cell is ever left as an empty panel."""
+    rows: int
+    cols: int
+    cells: Tuple[Tuple[Tuple[str, str], Tuple[int, int]], ...]  # ((model, dataset), (row, col))
+
+    @staticmethod
+    def of(pairs: Sequence[Tuple[str, str]]) -> "PanelLayout":
+        pairs = sorted(set(pairs), key=lambda pair: (pair[1], pair[0]))
+        datasets = sorted({d for _, d in pairs})
+        models = sorted({m for m, _ in pairs})
+        if len(pairs) == len(datasets) * len(models) and len(models) <= MAX_PANEL_COLUMNS + 1:
+            return PanelLayout(len(datasets), len(models),
+                               tuple(((m, d), (datasets.index(d), models.index(m))) for m, d in pairs))
+        cols = min(len(pairs), MAX_PANEL_COLUMNS)
+        return PanelLayout(max(1, math.ceil(len(pairs) / cols)), max(cols, 1),
+                           tuple((pair, divmod(i, cols)) for i, pair in enumerate(pairs)))
+
+    def hide_unused(self, axes: np.ndarray) -> None:
+        used = {cell for _, cell in self.cells}
+        for r in range(axes.shape[0]):
+            for c in range(axes.shape[1]):
+                if (r, c) not in used:
+                    axes[r, c].set_visible(False)
+
+
+def filled_panels(axes: np.ndarray, table: pd.DataFrame,
+                  layout: PanelLayout) -> Iterator[Tuple[object, pd.DataFrame]]:
+    """Each laid-out (model, dataset) axis, titled, with its rows of `table`; cells outside the layout are hidden."""
+    layout.hide_unused(axes)
+    for (model, dataset), (r, c) in layout.cells:
+        ax = axes[r, c]
+        ax.set_title(f"{model} / {dataset}")
+        yield ax, table[(table["model"] == model) & (table["dataset"] == dataset)]
+
+
+def chance_line(ax, trials: pd.DataFrame, model: str, dataset: str) -> bool:
+    """A dotted line at chance top-1 (100 / classes) when the store records the class count; whether it drew."""
+    if "num_classes" not in trials:
+        return False
+    classes = trials.loc[(trials["model"] == model) & (trials["dataset"] == dataset), "num_classes"].dropna()
+    if classes.empty:
+        return False
+    ax.axhline(100.0 / float(classes.iloc[0]), color=CHANCE_COLOR, linestyle=":", linewidth=1, zorder=1)
+    return True
+
+
+def chance_handle() -> Line2D:
+    return Line2D([], [], color=CHANCE_COLOR, linestyle=":", linewidth=1, label="chance (100 / classes)")
 
 
 def mark_empty(ax, text: str) -> None:
@@ -130,8 +176,7 @@ def band_plot(ax, rows: pd.DataFrame, color: str, label: Optional[str], linestyl
               marker: str = "o", band_alpha: float = 0.18, band: str = "range") -> None:
     """Mean top-1 against compression with a band between the columns `BANDS[band]` names.
 
-    The band is clipped to [0, 100]: a t-interval over two seeds can reach past
-    what an accuracy can be, and would squash every curve into a sliver.
+    The band is clipped to [0, 100], an accuracy's range (the tables clip the interval too).
     """
     rows = rows.sort_values("compression")
     low, high, _ = BANDS[band]

@@ -7,18 +7,19 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import pandas as pd
 
 from common.vocabulary import (DEFAULT_ABLATION, DEFAULT_PRUNE_MODE, DEFAULT_PRUNE_SETTINGS, DEFAULT_SCHEDULE,
                                DEFAULT_SCOPE, default_iterations)
+from analysis.select import Selection, keep_rows, select_trials
 from results_store import TABLES, ResultsStore, StoreError
 
 # Columns newer than some stores: {table: {column: value for rows (or whole files) written before it}}.
 # A null or absent ablation is the method itself; a null effective count was never measured.
 LATER_COLUMNS: Dict[str, Dict[str, object]] = {
-    "trials": {"ablation": DEFAULT_ABLATION, "effective_remaining_params": None},
+    "trials": {"ablation": DEFAULT_ABLATION, "effective_remaining_params": None, "num_classes": None},
     "layers": {"effective_remaining": None},
 }
 
@@ -30,10 +31,13 @@ class Results:
     epochs: pd.DataFrame
     layers: pd.DataFrame
     problems: List[str] = field(default_factory=list)
+    selection: str = ""  # what was selected ("sweep fig1; seeds 0, 1"), empty for the whole store
+    notes: List[str] = field(default_factory=list)  # how the selection was made
 
 
-def load_results(uri: Union[str, "os.PathLike[str]"]) -> Results:
-    """All three tables; StoreError (one line) when the store is absent or holds no readable trial."""
+def load_results(uri: Union[str, "os.PathLike[str]"], selection: Optional[Selection] = None) -> Results:
+    """The three tables, restricted to `selection` (analysis.select); StoreError (one line) when the store is
+    absent or holds no readable trial, SelectionError when the selection names what it lacks or keeps nothing."""
     store = ResultsStore(uri)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the skipped files are kept in store.problems instead
@@ -44,7 +48,13 @@ def load_results(uri: Union[str, "os.PathLike[str]"]) -> Results:
         skipped = f" ({len(store.problems)} unreadable file(s) skipped)" if store.problems else ""
         raise StoreError(f"store {store} has no finished trials yet{skipped}")
     frames = {table: with_later_columns(table, frame) for table, frame in frames.items()}
-    return Results(str(store), frames["trials"], frames["epochs"], frames["layers"], list(store.problems))
+    notes: List[str] = []
+    if selection is not None and not selection.is_everything():
+        trials = select_trials(frames["trials"], store, selection, notes.append)
+        frames = {"trials": trials, **{table: keep_rows(frames[table], trials["trial_id"])
+                                       for table in ("epochs", "layers")}}
+    return Results(str(store), frames["trials"], frames["epochs"], frames["layers"], list(store.problems),
+                   selection.describe() if selection is not None else "", notes)
 
 
 def with_later_columns(table: str, frame: pd.DataFrame) -> pd.DataFrame:

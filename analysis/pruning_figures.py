@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -19,8 +19,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from analysis import tables
-from analysis.drawing import (FIGURES, DENSITY_CMAP, FigureOptions, Report, filled_panels, grid_figure, save,
-                              slug, styled)
+from analysis.drawing import (FIGURES, DENSITY_CMAP, FigureOptions, PanelLayout, Report, filled_panels, grid_figure,
+                              save, slug, styled)
 from analysis.load import Results, default_settings
 from analysis.style import DENSE_COLOR, algorithm_color, algorithm_order, format_ratio
 
@@ -36,6 +36,8 @@ def draw_layer_density(profiles: pd.DataFrame, model: str, dataset: str) -> Figu
     positive = profiles.loc[profiles["density_mean"] > 0, "density_mean"]
     floor = positive.min() / 3 if not positive.empty else 1e-6
     positions = sorted(profiles["position"].unique())
+    named = profiles.drop_duplicates("position").set_index("position")
+    labels = {p: f"{_short_layer(named.at[p, 'layer'])} ({_count(named.at[p, 'size'])})" for p in positions}
     for i, ax in enumerate(axes.flat):
         if i >= len(algorithms):
             ax.set_visible(False)
@@ -58,9 +60,11 @@ def draw_layer_density(profiles: pd.DataFrame, model: str, dataset: str) -> Figu
                     markerfacecolor="none", color=color)
         ax.set_yscale("log")
         ax.set_ylim(floor / 1.6, 1.6)
-        ax.set_xlabel("layer (forward order, conv/linear)")
+        ax.set_xlabel("layer (forward order, conv/linear; weights)")
         ax.set_ylabel("fraction of weights remaining")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        step = max(1, math.ceil(len(positions) / MAX_LAYER_LABELS))
+        ax.set_xticks(positions[::step], labels=[labels[p] for p in positions[::step]], rotation=90,
+                      fontsize=6 if len(positions) > 12 else 7)
         ax.set_xlim(positions[0] - 0.5, positions[-1] + 0.5)
     bar = fig.colorbar(ScalarMappable(norm=norm, cmap=DENSITY_CMAP), ax=axes.ravel().tolist(), shrink=0.9,
                        pad=0.01)
@@ -73,6 +77,23 @@ def draw_layer_density(profiles: pd.DataFrame, model: str, dataset: str) -> Figu
     ], loc="outside lower center", ncols=2, frameon=False)
     fig.suptitle(f"{model} / {dataset}: per-layer density (mean over seeds, default settings)", fontsize=10)
     return fig
+
+
+MAX_LAYER_LABELS = 40  # beyond this, every other (third, ...) layer is named
+
+
+def _short_layer(name: str) -> str:
+    """The module name without a trailing '.weight': what a reader finds in print(model)."""
+    return name[: -len(".weight")] if name.endswith(".weight") else name
+
+
+def _count(size: float) -> str:
+    """A weight count at a glance: 432, 9.2k, 2.4M."""
+    size = float(size)
+    for unit, scale in (("M", 1e6), ("k", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.3g}{unit}"
+    return f"{size:.0f}"
 
 
 @FIGURES.register("layer_density")
@@ -92,10 +113,10 @@ def layer_density_figures(results: Results, out_dir: Path, report: Report,
 # -------------------------------------------------------- critical compression
 
 @styled
-def draw_critical_compression(critical: pd.DataFrame, datasets: Sequence[str], models: Sequence[str]) -> Figure:
+def draw_critical_compression(critical: pd.DataFrame, layout: PanelLayout) -> Figure:
     """Bars (log y) of the largest uncollapsed compression; hatched where nothing collapsed (a lower bound)."""
-    fig, axes = grid_figure(len(datasets), len(models))
-    for ax, panel in filled_panels(axes, critical, datasets, models, "no pruned trials"):
+    fig, axes = grid_figure(layout.rows, layout.cols)
+    for ax, panel in filled_panels(axes, critical, layout):
         x = np.arange(len(panel))
         heights = panel["critical"].fillna(1.0)
         ax.bar(x, heights, color=[algorithm_color(a) for a in panel["algorithm"]], width=0.7,
@@ -130,16 +151,17 @@ def critical_compression_figure(results: Results, out_dir: Path, report: Report,
     selected, _ = default_settings(results.trials, same_training=False)
     critical = tables.critical_compression(selected)
     for model, dataset in tables.missing_panels(results.trials, critical):
-        report(f"critical_compression: no trials for ({model}, {dataset})")
+        report(f"critical_compression: ({model}, {dataset}) has no trial with the default settings; not drawn")
     if critical.empty:
+        report("critical_compression: no trial with the default settings; figure not drawn")
         return []
     for row in critical[critical["critical"].isna()].itertuples():
         report(f"critical_compression: ({row.model}, {row.dataset}) {row.algorithm} collapsed at every ratio tested")
     out_dir.mkdir(parents=True, exist_ok=True)
     table_path = out_dir / "critical_compression.csv"
     critical.to_csv(table_path, index=False)
-    datasets, models = tables.panel_grid(results.trials)
-    return save(draw_critical_compression(critical, datasets, models), out_dir, "critical_compression") + [table_path]
+    layout = PanelLayout.of(tables.panels(critical))
+    return save(draw_critical_compression(critical, layout), out_dir, "critical_compression") + [table_path]
 
 
 # -------------------------------------------------------------------- iterative
@@ -199,56 +221,69 @@ def conservation_figures(results: Results, out_dir: Path, report: Report,
 
 # ------------------------------------------------------------------------- cost
 
+def cost_label(row) -> str:
+    return f"{row.algorithm} x{row.iterations}" + (" (ablations)" if row.ablations else "")
+
+
 @styled
-def draw_cost(cost: pd.DataFrame) -> Figure:
-    """Compute spent (pruning vs training), pruning passes, and seconds per trial, per algorithm variant."""
-    fig, axes = grid_figure(1, 3)
-    labels = [f"{a} x{i}" for a, i in zip(cost["algorithm"], cost["iterations"])]
-    colors = [algorithm_color(a) for a in cost["algorithm"]]
-    x = np.arange(len(cost))
-    use_gpu = cost["gpu_hours"].sum() > 0
-    prune = cost["prune_gpu_hours"] if use_gpu else cost["prune_hours"]
-    train = cost["train_gpu_hours"] if use_gpu else cost["train_hours"]
+def draw_cost(cost: pd.DataFrame, pairs: Sequence[Tuple[str, str]]) -> Figure:
+    """Per (model, dataset) row: seconds per trial (training + pruning), pruning passes and pruning seconds per trial.
+
+    Bars are medians over trials, whiskers their min-max: a per-trial number compares algorithms fairly
+    however many trials of each ran. Ablation trials are their own bars.
+    """
+    fig, axes = grid_figure(len(pairs), 3)
     pruning_style = dict(alpha=0.45, hatch="//", edgecolor="white", linewidth=0)
+    for r, (model, dataset) in enumerate(pairs):
+        panel = cost[(cost["model"] == model) & (cost["dataset"] == dataset)].reset_index(drop=True)
+        labels = [cost_label(row) for row in panel.itertuples()]
+        colors = [algorithm_color(a) for a in panel["algorithm"]]
+        x = np.arange(len(panel))
+        faces = ["white" if ablated else color for ablated, color in zip(panel["ablations"], colors)]
 
-    ax = axes[0, 0]
-    ax.bar(x, train, color=colors, width=0.7)
-    ax.bar(x, prune, bottom=train, color=colors, width=0.7, **pruning_style)
-    for xi, total in zip(x, train + prune):
-        ax.annotate(f"{total:.3g}", (xi, total), xytext=(0, 2), textcoords="offset points", ha="center",
-                    va="bottom", fontsize=7)
-    ax.set_ylim(0, max((train + prune).max(), 1e-9) * 1.12)
-    ax.set_ylabel("GPU-hours, all trials" if use_gpu else "hours, all trials (no GPUs used)")
-    ax.set_title("total compute spent")
+        ax = axes[r, 0]
+        ax.bar(x, panel["train_seconds"], color=faces, edgecolor=colors, linewidth=1, width=0.7)
+        ax.bar(x, panel["prune_seconds"], bottom=panel["train_seconds"], color=colors, width=0.7, **pruning_style)
+        _whiskers(ax, x, panel["seconds"], panel["seconds_min"], panel["seconds_max"])
+        ax.set_ylim(0, max(panel["seconds_max"].max(), 1e-9) * 1.12)
+        ax.set_ylabel("seconds per trial")
+        ax.set_title(f"{model} / {dataset}: time per trial", fontsize=9)
 
-    ax = axes[0, 1]
-    passes = cost["prune_passes"]
-    ax.bar(x, passes.where(passes > 0), color=colors, width=0.7)
-    ax.set_yscale("log")
-    ax.set_ylim(0.5, max(passes.max(), 1) * 3)
-    ax.set_xlim(-0.6, len(x) - 0.4)  # bars of 0 are not drawn and would not widen the axis
-    for xi, value in zip(x, passes):
-        # Magnitude and random score without the network: a log axis cannot draw 0, so say it.
-        ax.annotate(f"{value:,.0f}", (xi, max(value, 0.5)), xytext=(0, 2), textcoords="offset points",
-                    ha="center", va="bottom", fontsize=7)
-    ax.set_ylabel("passes per trial (mean)")
-    ax.set_title("pruning: forward/backward passes\n(0: scored without running the network)", fontsize=9)
+        ax = axes[r, 1]
+        passes = panel["prune_passes"]
+        ax.bar(x, passes.where(passes > 0), color=faces, edgecolor=colors, linewidth=1, width=0.7)
+        ax.set_yscale("log")
+        ax.set_ylim(0.5, max(passes.max(), 1) * 3)
+        ax.set_xlim(-0.6, len(x) - 0.4)  # bars of 0 are not drawn and would not widen the axis
+        for xi, value in zip(x, passes):
+            # Magnitude and random score without the network: a log axis cannot draw 0, so say it.
+            ax.annotate(f"{value:,.0f}", (xi, max(value, 0.5)), xytext=(0, 2), textcoords="offset points",
+                        ha="center", va="bottom", fontsize=7)
+        ax.set_ylabel("passes per trial")
+        ax.set_title("pruning: forward/backward passes\n(0: scored without running the network)", fontsize=9)
 
-    ax = axes[0, 2]
-    ax.bar(x - 0.2, cost["prune_seconds"].clip(lower=1e-3), color=colors, width=0.4, **pruning_style)
-    ax.bar(x + 0.2, cost["train_seconds"].clip(lower=1e-3), color=colors, width=0.4)
-    ax.set_yscale("log")
-    ax.set_ylabel("seconds per trial (mean)")
-    ax.set_title("time per trial")
-
-    for axis in axes.flat:
-        axis.set_xticks(x, labels=labels, rotation=30, ha="right")
-        axis.grid(axis="x", visible=False)
+        ax = axes[r, 2]
+        ax.bar(x, panel["prune_seconds"].clip(lower=1e-4), color=colors, width=0.7, **pruning_style)
+        _whiskers(ax, x, panel["prune_seconds"].clip(lower=1e-4), panel["prune_seconds_min"].clip(lower=1e-4),
+                  panel["prune_seconds_max"].clip(lower=1e-4))
+        ax.set_yscale("log")
+        ax.set_ylabel("pruning seconds per trial")
+        ax.set_title("pruning time per trial", fontsize=9)
+        for axis in axes[r]:
+            axis.set_xticks(x, labels=labels, rotation=30, ha="right")
+            axis.grid(axis="x", visible=False)
     fig.legend(handles=[Patch(facecolor="0.4", label="training"),
-                        Patch(facecolor="0.4", label="pruning", **pruning_style)],
-               loc="outside lower center", ncols=2, frameon=False)
-    fig.suptitle("Cost per algorithm (x N = pruning iterations; diverged trials included)", fontsize=10)
+                        Patch(facecolor="0.4", label="pruning", **pruning_style),
+                        Patch(facecolor="white", edgecolor="0.4", label="ablation trials (apart)"),
+                        Line2D([], [], color="0.2", marker="_", linestyle="-", label="min-max over trials")],
+               loc="outside lower center", ncols=4, frameon=False)
+    fig.suptitle("Cost per trial: median over trials (bar) and min-max (whisker); x N = pruning iterations;\n"
+                 "diverged trials included. Totals (GPU-hours) are in cost.csv and the summary.", fontsize=10)
     return fig
+
+
+def _whiskers(ax, x, middle, low, high) -> None:
+    ax.errorbar(x, middle, yerr=[middle - low, high - middle], fmt="none", ecolor="0.2", elinewidth=0.8, capsize=2)
 
 
 @FIGURES.register("cost")
@@ -258,8 +293,4 @@ def cost_figure(results: Results, out_dir: Path, report: Report,
     out_dir.mkdir(parents=True, exist_ok=True)
     table_path = out_dir / "cost.csv"
     cost.to_csv(table_path, index=False)
-    return save(draw_cost(cost), out_dir, "cost") + [table_path]
-
-
-# -------------------------------------------------------------------------- CLI
-
+    return save(draw_cost(cost, tables.panels(cost)), out_dir, "cost") + [table_path]

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Iterable, Tuple
+from typing import Iterable, Sequence, Tuple
 
 import numpy as np
 
 LEVEL = 0.95  # every interval in the analysis is a two-sided 95% t-interval
+ALPHA = 1.0 - LEVEL
+# Below this many seeds no interval and no test: with 2 seeds the 95% t-interval is mean ± 12.7 · std / √2,
+# wider than an accuracy's whole range, and one lucky pair decides a "significant" difference.
+MIN_SEEDS_FOR_INTERVAL = 3
 
 
 def _beta_continued_fraction(a: float, b: float, x: float) -> float:
@@ -89,8 +93,9 @@ def t_quantile(p: float, df: float) -> float:
 
 
 def half_width(std: float, n: int, level: float = LEVEL) -> float:
-    """Half-width of the t-interval of a mean of `n` values with sample std `std`; NaN for n < 2."""
-    if n is None or n < 2 or std is None or not math.isfinite(std):
+    """Half-width of the t-interval of a mean of `n` values with sample std `std`; NaN below
+    MIN_SEEDS_FOR_INTERVAL values."""
+    if n is None or n < MIN_SEEDS_FOR_INTERVAL or std is None or not math.isfinite(std):
         return math.nan
     return t_quantile(0.5 + level / 2.0, n - 1) * std / math.sqrt(n)
 
@@ -101,7 +106,7 @@ def half_widths(std: Iterable[float], n: Iterable[int], level: float = LEVEL) ->
 
 
 def mean_interval(values: Iterable[float], level: float = LEVEL) -> Tuple[float, float, int]:
-    """(mean, half-width, n) of the non-NaN `values`; the half-width is NaN for fewer than two values."""
+    """(mean, half-width, n) of the non-NaN `values`; the half-width is NaN below MIN_SEEDS_FOR_INTERVAL values."""
     array = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
     if array.size == 0:
         return math.nan, math.nan, 0
@@ -112,3 +117,51 @@ def mean_interval(values: Iterable[float], level: float = LEVEL) -> Tuple[float,
 def excludes_zero(low: float, high: float) -> bool:
     """True when the interval [low, high] lies strictly on one side of zero (False when it is NaN)."""
     return bool((low > 0) or (high < 0))
+
+
+def paired_t_p_value(mean: float, std: float, n: int) -> float:
+    """Two-sided p-value of the one-sample t-test of mean 0 (the paired t-test on differences); NaN when
+    untestable: fewer than MIN_SEEDS_FOR_INTERVAL values, or no spread (every difference the same)."""
+    if n < MIN_SEEDS_FOR_INTERVAL or not (std > 0) or not math.isfinite(std):
+        return math.nan
+    return min(1.0, 2.0 * t_upper_tail(abs(mean) / (std / math.sqrt(n)), n - 1))
+
+
+def holm(p_values: Sequence[float], alpha: float = ALPHA) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Holm-Bonferroni over one family: (adjusted p-values, rejected, the alpha each test was held to).
+
+    NaN p-values (untested comparisons) are outside the family. With the m
+    tested p-values sorted, p_(1) <= ... <= p_(m), step i compares p_(i) with
+    alpha / (m - i + 1) and the procedure stops at the first k that fails;
+    the adjusted p-value is max over j <= i of min(1, (m - j + 1) p_(j)).
+    `levels[i]` is alpha / (m - min(i, k) + 1): the level Holm tested
+    comparison i at (every comparison after the stop is held to the stop's
+    level). A two-sided t-interval at that level excludes zero exactly when
+    Holm rejects, so a table's intervals and its marks never disagree.
+    """
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(p.shape, np.nan)
+    rejected = np.zeros(p.shape, dtype=bool)
+    levels = np.full(p.shape, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    m = tested.size
+    if m == 0:
+        return adjusted, rejected, levels
+    order = tested[np.argsort(p[tested], kind="stable")]
+    running, stop = 0.0, m  # stop: the 0-based rank of the first comparison Holm fails to reject
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[index]))
+        adjusted[index] = running
+        if stop == m and p[index] > alpha / (m - rank):
+            stop = rank
+        levels[index] = alpha / (m - min(rank, stop))
+        rejected[index] = rank < stop
+    return adjusted, rejected, levels
+
+
+def interval_at(mean: float, std: float, n: int, alpha: float) -> Tuple[float, float]:
+    """The two-sided (1 - alpha) t-interval of a mean; NaNs when `alpha` is NaN (an untested comparison)."""
+    if not math.isfinite(alpha) or n < 2:
+        return math.nan, math.nan
+    half = t_quantile(1.0 - alpha / 2.0, n - 1) * std / math.sqrt(n)
+    return mean - half, mean + half

@@ -1,63 +1,193 @@
-"""A markdown summary of a results store: accuracy tables, seed-paired differences, critical compressions, costs.
+"""A summary of a results store, as markdown, LaTeX or CSV: accuracy tables, seed-paired differences, the
+sanity checks, critical compressions, costs.
 
-    python -m analysis.summary --store results/ [--out summary.md] [--reference synflow]
+    python -m analysis.summary --store results/ [--out summary.md] [--reference synflow] [--format latex]
+    prune-sweep-summary --store results/ --sweep fig1 --format csv --out fig1.csv
 
-The numbers are the ones the figures draw (`analysis.tables`), so a summary
-and a figure made from the same store always agree.
+The numbers are the ones the figures draw (`analysis.tables`, `analysis.comparisons`), so a summary and a
+figure made from the same store always agree. Tables follow a paper's layout: a row per algorithm (or
+ablation), a column per compression, cells `mean ± half-width (n)`. CSV is the same numbers in long form, one
+row per cell, for a spreadsheet or pandas.
 """
 from __future__ import annotations
 
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 
-from analysis import tables
+from analysis import comparisons, stats, tables
 from analysis.load import Results, default_settings, load_results
+from analysis.select import add_selection_arguments, selection_from_args
 from analysis.style import algorithm_order, format_ratio
 from common.cli import OneLineArgumentParser, program
 from results_store import StoreError
 
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], align_right_from: int = 1) -> str:
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---:" if i >= align_right_from else "---" for i in range(len(header))) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 DEFAULT_REFERENCE = "synflow"
+FORMATS = ("markdown", "latex", "csv")
+SMALL_N = (f"Cells with fewer than {stats.MIN_SEEDS_FOR_INTERVAL} seeds (n < {stats.MIN_SEEDS_FOR_INTERVAL}) show "
+           "no interval and no significance mark: from 2 seeds a 95% t-interval is the mean ± 12.7 standard "
+           "errors, wider than an accuracy's range, and one lucky pair would decide a test.")
+HOLM = ("Holm-Bonferroni over the {m} tested comparison(s) of this table; * = significant after the correction. "
+        "Each interval is the t-interval at the level Holm tested that comparison at, so * marks exactly the "
+        "intervals that exclude 0. Identical = the same difference in every pair (no spread to test).")
 
 
 class UnknownReferenceError(ValueError):
     """A --reference algorithm the store does not hold; the message lists the ones it does."""
 
 
-def format_accuracy(mean: float, half_width: float, trials: int, usual_trials: int) -> str:
-    """'91.3 ± 0.2' (± the 95% t-interval half-width); a lone seed has no interval, and a cell with fewer
-    seeds than usual says how many."""
-    text = f"{mean:.1f}" if trials < 2 or math.isnan(half_width) else f"{mean:.1f} ± {half_width:.1f}"
-    return text if trials == usual_trials else f"{text} (n={trials})"
+@dataclass
+class Table:
+    header: List[str]
+    rows: List[List[str]]
+    text_columns: int = 1  # the first columns hold names (left-aligned); the rest numbers
 
 
-def accuracy_section(curves: pd.DataFrame, model: str, dataset: str) -> str:
-    """Rows: compression ratios; columns: algorithms; cells: mean ± 95% t-interval half-width of top-1 (%)."""
-    panel = curves[(curves["model"] == model) & (curves["dataset"] == dataset)]
-    if panel.empty:
-        return f"## {model} / {dataset}\n\nNo completed trials with a final accuracy yet.\n"
-    algorithms = algorithm_order(panel["algorithm"].unique())
-    usual = int(panel["trials"].mode().max())
+Block = Union[Tuple[int, str], str, Table]  # (level, heading), a paragraph, a table
+
+
+# ------------------------------------------------------------------ cells
+
+def accuracy_cell(mean: float, low: float, high: float, n: int, latex: bool = False) -> str:
+    """'91.3 ± 0.2 (3)'; '99.6 [98.1, 100.0] (3)' where the interval meets an accuracy's bound; '91.3 (2)' below
+    three seeds."""
+    pm = r"$\pm$" if latex else "±"
+    if n < stats.MIN_SEEDS_FOR_INTERVAL or math.isnan(low):
+        return f"{mean:.1f} ({n})"
+    half = (high - low) / 2.0
+    if math.isclose(mean - half, low, abs_tol=1e-9) and math.isclose(mean + half, high, abs_tol=1e-9):
+        return f"{mean:.1f} {pm} {half:.1f} ({n})"
+    return f"{mean:.1f} [{low:.1f}, {high:.1f}] ({n})"
+
+
+def difference_cell(row, latex: bool = False) -> str:
+    """'-3.1 [-5.0, -1.2] (3) *', '+0.0 identical (3)', or '+1.2 (2)' below three pairs."""
+    text = f"{row.diff_mean:+.1f}"
+    if row.identical:
+        return f"{text} identical ({row.pairs})"
+    if math.isnan(row.diff_ci_low):
+        return f"{text} ({row.pairs})"
+    mark = (r" $^{*}$" if latex else " *") if row.significant else ""
+    return f"{text} [{row.diff_ci_low:+.1f}, {row.diff_ci_high:+.1f}] ({row.pairs}){mark}"
+
+
+def ratio_header(log10: float) -> str:
+    return format_ratio(10 ** log10)
+
+
+def wide_table(frame: pd.DataFrame, row_key: str, order: Sequence[str], cell, label: str) -> Table:
+    """Rows `order` (values of `row_key`), columns compressions, each cell `cell(row)`; '-' where none."""
+    ratios = sorted(frame["log10_compression"].unique())
+    cells = {(r[row_key], r["log10_compression"]): cell(r) for _, r in frame.iterrows()}
+    rows = [[name] + [cells.get((name, x), "-") for x in ratios] for name in order if name in set(frame[row_key])]
+    return Table([label] + [ratio_header(x) for x in ratios], rows)
+
+
+# ------------------------------------------------------------------ sections
+
+def accuracy_blocks(curves: pd.DataFrame, panels: Sequence[Tuple[str, str]], latex: bool) -> List[Block]:
+    blocks: List[Block] = [(2, "Top-1 accuracy"),
+                           "Top-1 accuracy (%) at each compression: mean over seeds ± the half-width of its 95% "
+                           "Student-t interval (t(0.975, n-1) · std / √n), bounded to [0, 100], with the number "
+                           "of seeds n in parentheses."]
+    for model, dataset in panels:
+        panel = curves[(curves["model"] == model) & (curves["dataset"] == dataset)]
+        blocks.append((3, f"{model} / {dataset}"))
+        if panel.empty:
+            blocks.append("No completed trials with a final accuracy yet.")
+            continue
+        blocks.append(wide_table(panel, "algorithm", algorithm_order(panel["algorithm"].unique()),
+                                 lambda r: accuracy_cell(r.top1_mean, r.top1_ci_low, r.top1_ci_high, int(r.trials),
+                                                         latex), "algorithm"))
+    return blocks
+
+
+def family_blocks(frame: pd.DataFrame, row_key: str, order: Sequence[str], latex: bool) -> List[Block]:
+    tested = int(frame["family_size"].iloc[0])
+    note = HOLM.format(m=tested) if tested else \
+        f"No comparison here could be tested (fewer than {stats.MIN_SEEDS_FOR_INTERVAL} pairs, or identical pairs)."
+    return [note, wide_table(frame, row_key, order, lambda r: difference_cell(r, latex), row_key)]
+
+
+def paired_blocks(differences: pd.DataFrame, selected: pd.DataFrame, reference: str,
+                  panels: Sequence[Tuple[str, str]], latex: bool) -> List[Block]:
+    blocks: List[Block] = [
+        (2, f"Paired differences to {reference}"),
+        f"Top-1 (%) of each algorithm minus {reference}'s at the same (model, dataset, compression, seed), in "
+        "percentage points: every algorithm at one seed prunes the same initial weights, so seeds pair up. Cells: "
+        "mean difference [95% interval] (pairs). Default settings only (no ablation)."]
+    trained = tables.trained(selected)
+    for model, dataset in panels:
+        blocks.append((3, f"{model} / {dataset}"))
+        panel = differences[(differences["model"] == model) & (differences["dataset"] == dataset)]
+        if panel.empty:
+            mine = trained[(trained["model"] == model) & (trained["dataset"] == dataset)]
+            why = (f"{reference} has no trained trial here" if (mine["algorithm"] != reference).all()
+                   else f"no other algorithm shares a compression and seed with {reference} here")
+            blocks.append(f"No pairs: {why}.")
+            continue
+        blocks += family_blocks(panel, "algorithm", algorithm_order(panel["algorithm"].unique()), latex)
+    return blocks
+
+
+def sanity_blocks(differences: pd.DataFrame, latex: bool) -> List[Block]:
+    blocks: List[Block] = [
+        (2, "Sanity checks: each ablation minus the method's own mask"),
+        "Top-1 (%) under each ablation minus the same algorithm's own mask (`none`), paired by seed, in "
+        "percentage points; one table per algorithm. shuffle = the mask permuted within each layer, "
+        "layerwise_random = a random mask with the same per-layer counts, reinit = the same mask on re-drawn "
+        "weights, invert = the lowest scores kept. An algorithm whose accuracy survives shuffle or reinit "
+        "(no significant drop) is not using its per-weight scores (Frankle et al., ICLR 2021)."]
+    for (model, dataset, algorithm), family in differences.groupby(["model", "dataset", "algorithm"], sort=False):
+        blocks.append((3, f"{model} / {dataset}: {algorithm}"))
+        blocks += family_blocks(family, "ablation", tables.ablation_order(family["ablation"].unique()), latex)
+    return blocks
+
+
+def critical_blocks(critical: pd.DataFrame) -> List[Block]:
+    blocks: List[Block] = [(2, "Critical compression")]
+    if critical.empty:
+        return blocks + ["No pruned trials yet."]
     rows = []
-    for log10, group in panel.groupby("log10_compression", sort=True):
-        cells = {r.algorithm: format_accuracy(r.top1_mean, r.top1_ci, r.trials, usual) for r in group.itertuples()}
-        rows.append([f"{format_ratio(10 ** log10)} (10^{log10:g})"] + [cells.get(a, "-") for a in algorithms])
-    table = markdown_table(["compression", *algorithms], rows)
-    return (f"## {model} / {dataset}\n\nTop-1 accuracy (%), mean over seeds ± the half-width of its 95% "
-            f"Student-t interval (t(0.975, n-1) · std / √n; none for a single seed) "
-            f"({usual} seed(s) per cell unless marked n=...):\n\n{table}\n")
+    for r in critical.itertuples():
+        value = "collapsed at every ratio" if pd.isna(r.critical) else \
+            ("≥ " if r.censored else "") + format_ratio(r.critical)
+        first = "-" if pd.isna(r.first_collapse) else format_ratio(r.first_collapse)
+        rows.append([r.model, r.dataset, r.algorithm, value, first, format_ratio(r.max_tested),
+                     format_ratio(r.theoretical_max), str(r.trials)])
+    return blocks + [
+        "The largest tested compression at which no seed's pruned network has an empty conv/linear layer "
+        "(≥: nothing collapsed up to the largest ratio tested). Max possible = prunable weights / prunable layers.",
+        Table(["model", "dataset", "algorithm", "critical", "first collapse", "max tested", "max possible",
+               "trials"], rows, text_columns=3)]
 
+
+def _number(value: float) -> str:
+    """Readable at a glance: 12,000 / 3.6 / 0.042."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def cost_blocks(cost: pd.DataFrame) -> List[Block]:
+    rows = [[r.model, r.dataset, f"{r.algorithm} x{r.iterations}" + (" (ablations)" if r.ablations else ""),
+             str(r.trials), _number(r.prune_passes),
+             f"{_number(r.prune_seconds)} [{_number(r.prune_seconds_min)}, {_number(r.prune_seconds_max)}]",
+             f"{_number(r.train_seconds)} [{_number(r.train_seconds_min)}, {_number(r.train_seconds_max)}]",
+             _number(r.gpu_hours), _number(r.hours)] for r in cost.itertuples()]
+    return [(2, "Cost"),
+            "Per trial: median pruning passes, and median [min, max] pruning and training seconds (per trial, so "
+            "an algorithm with more trials does not look dearer; its ablation trials are a row of their own). "
+            "Totals over the trials: GPU-hours ((prune + train seconds) x GPUs) and plain hours.",
+            Table(["model", "dataset", "algorithm", "trials", "passes/trial", "prune s/trial", "train s/trial",
+                   "GPU-hours", "hours"], rows, text_columns=3)]
+
+
+# ------------------------------------------------------------------ assembling
 
 def check_reference(trials: pd.DataFrame, reference: str) -> str:
     """`reference` if some trial used that algorithm, else UnknownReferenceError listing the ones present."""
@@ -68,120 +198,154 @@ def check_reference(trials: pd.DataFrame, reference: str) -> str:
     return reference
 
 
-def _signed(value: float) -> str:
-    return f"{value:+.1f}"
+@dataclass
+class Readings:
+    """Every number the summary prints, as frames (what --format csv writes)."""
+    curves: pd.DataFrame
+    differences: pd.DataFrame
+    sanity: pd.DataFrame
+    critical: pd.DataFrame
+    cost: pd.DataFrame
+    reference: str
+    settings: str
 
 
-def paired_section(differences: pd.DataFrame, selected: pd.DataFrame, reference: str,
-                   panels: Sequence[tuple]) -> str:
-    """Per panel: each algorithm's mean seed-paired difference to `reference` with its 95% interval."""
-    parts = [f"## Paired differences to {reference}\n",
-             f"Top-1 (%) of each algorithm minus {reference}'s at the same (model, dataset, compression, seed), "
-             "in percentage points: every algorithm at one seed prunes the same initial weights, so seeds are "
-             "paired. Mean over the paired seeds with its 95% Student-t interval; * = the interval excludes "
-             "zero. Default settings only (no ablation).\n"]
-    trained = tables.trained(selected)
-    for model, dataset in panels:
-        parts.append(f"### {model} / {dataset}\n")
-        panel = differences[(differences["model"] == model) & (differences["dataset"] == dataset)]
-        if panel.empty:
-            mine = trained[(trained["model"] == model) & (trained["dataset"] == dataset)]
-            why = (f"{reference} has no trained trial here" if (mine["algorithm"] != reference).all()
-                   else f"no other algorithm shares a compression and seed with {reference} here")
-            parts.append(f"No pairs: {why}.\n")
-            continue
-        rows = []
-        for r in panel.itertuples():
-            interval = "-" if pd.isna(r.diff_ci) else f"[{_signed(r.diff_ci_low)}, {_signed(r.diff_ci_high)}]"
-            rows.append([f"{format_ratio(r.compression)} (10^{r.log10_compression:g})", r.algorithm,
-                         _signed(r.diff_mean), interval, str(r.pairs), "*" if r.excludes_zero else ""])
-        parts.append(markdown_table(["compression", "algorithm", f"minus {reference} (pp)", "95% interval",
-                                     "pairs", "excl. 0"], rows, align_right_from=2) + "\n")
-    return "\n".join(parts)
-
-
-def critical_section(critical: pd.DataFrame) -> str:
-    if critical.empty:
-        return "## Critical compression\n\nNo pruned trials yet.\n"
-    rows = []
-    for r in critical.itertuples():
-        value = "collapsed at every ratio" if pd.isna(r.critical) else \
-            ("≥ " if r.censored else "") + format_ratio(r.critical)
-        first = "-" if pd.isna(r.first_collapse) else format_ratio(r.first_collapse)
-        rows.append([r.model, r.dataset, r.algorithm, value, first, format_ratio(r.max_tested),
-                     format_ratio(r.theoretical_max), str(r.trials)])
-    table = markdown_table(["model", "dataset", "algorithm", "critical", "first collapse", "max tested",
-                            "max possible", "trials"], rows, align_right_from=3)
-    return ("## Critical compression\n\nThe largest tested compression at which no seed's pruned network has "
-            "an empty conv/linear layer (≥: nothing collapsed up to the largest ratio tested). "
-            "Max possible = prunable weights / prunable layers.\n\n" + table + "\n")
-
-
-def _number(value: float) -> str:
-    """Readable at a glance: 12,000 / 3.6 / 0.042."""
-    if value >= 100:
-        return f"{value:,.0f}"
-    return f"{value:.3g}"
-
-
-def cost_section(cost: pd.DataFrame) -> str:
-    rows = [[r.algorithm, str(r.iterations), str(r.trials), _number(r.prune_passes), _number(r.prune_seconds),
-             _number(r.train_seconds), _number(r.gpu_hours), _number(r.hours)] for r in cost.itertuples()]
-    table = markdown_table(["algorithm", "iterations", "trials", "passes/trial", "prune s/trial",
-                            "train s/trial", "GPU-hours", "hours"], rows)
-    return ("## Cost\n\nPer trial: mean pruning passes and seconds; totals over all trials: GPU-hours "
-            "((prune + train seconds) x GPUs) and plain hours.\n\n" + table + "\n")
-
-
-def summarize(results: Results, reference: Optional[str] = None) -> str:
-    """The markdown text. `reference` (default synflow) is what the paired differences subtract; an explicit
-    one the store lacks raises UnknownReferenceError, the default one is only noted as absent."""
+def readings(results: Results, reference: Optional[str] = None) -> Readings:
     trials = results.trials
     if reference is not None:
         check_reference(trials, reference)
+    chosen = reference or DEFAULT_REFERENCE
     selected, settings = default_settings(trials)
-    curves = tables.accuracy_curves(selected)
+    pruning_selected, _ = default_settings(trials, same_training=False)
+    return Readings(
+        curves=tables.accuracy_curves(selected),
+        differences=comparisons.algorithm_differences(selected, chosen),
+        sanity=comparisons.ablation_differences(tables.ablation_trials(trials)),
+        critical=tables.critical_compression(pruning_selected),
+        cost=tables.cost_table(trials), reference=chosen, settings=settings)
+
+
+def document(results: Results, numbers: Readings, latex: bool = False) -> List[Block]:
+    trials = results.trials
     trained = tables.trained(trials)
     diverged = int((trials["status"] == "diverged").sum())
-    parts = [
-        f"# Results summary: {results.location}\n",
+    title = f"Results summary: {results.location}" + (f" ({results.selection})" if results.selection else "")
+    blocks: List[Block] = [
+        (1, title),
         f"{len(trials)} trials ({len(trained)} trained to completion, {diverged} diverged, "
-        f"{len(trials) - len(trained) - diverged} pruned only); "
-        f"models: {', '.join(sorted(trials['model'].unique()))}; "
-        f"datasets: {', '.join(sorted(trials['dataset'].unique()))}.\n",
-        f"Accuracy tables and critical compressions use the default settings only: {settings}.\n",
+        f"{len(trials) - len(trained) - diverged} pruned only); models: {', '.join(sorted(trials['model'].unique()))}; "
+        f"datasets: {', '.join(sorted(trials['dataset'].unique()))}.",
+        f"Accuracy tables, paired differences and critical compressions use the default settings only: "
+        f"{numbers.settings}.",
     ]
-    datasets, models = tables.panel_grid(trials)
-    present = set(zip(trials["model"], trials["dataset"]))
-    panels: List[tuple] = [(m, d) for d in datasets for m in models if (m, d) in present]
-    for model, dataset in panels:
-        parts.append(accuracy_section(curves, model, dataset))
-    chosen = reference or DEFAULT_REFERENCE
-    if chosen in set(trials["algorithm"]):
-        parts.append(paired_section(tables.paired_differences(selected, chosen), selected, chosen, panels))
+    counts = pd.concat([numbers.curves["trials"], numbers.differences["pairs"], numbers.sanity["pairs"]])
+    if not counts.empty and (counts < stats.MIN_SEEDS_FOR_INTERVAL).all():
+        blocks.append(f"Every cell here has fewer than {stats.MIN_SEEDS_FOR_INTERVAL} seeds: no interval and no "
+                      f"significance mark anywhere. " + SMALL_N.split(": ", 1)[1].capitalize())
+    elif (counts < stats.MIN_SEEDS_FOR_INTERVAL).any():
+        blocks.append(SMALL_N)
+    panels = tables.panels(trials)
+    blocks += accuracy_blocks(numbers.curves, panels, latex)
+    if numbers.reference in set(trials["algorithm"]):
+        selected, _ = default_settings(trials)
+        blocks += paired_blocks(numbers.differences, selected, numbers.reference, panels, latex)
     else:
-        parts.append(f"## Paired differences to {chosen}\n\nThe store has no {chosen} trials; pass --reference "
-                     f"with one of: {', '.join(algorithm_order(trials['algorithm'].unique()))}.\n")
-    pruning_selected, _ = default_settings(trials, same_training=False)
-    parts.append(critical_section(tables.critical_compression(pruning_selected)))
-    parts.append(cost_section(tables.cost_table(trials)))
-    notes = [f"no trials for ({m}, {d})" for m, d in tables.missing_panels(trials, trials)]
-    notes += [f"accuracy {n}" for n in tables.coverage_gaps(curves)] + list(results.problems)
+        blocks += [(2, f"Paired differences to {numbers.reference}"),
+                   f"The store has no {numbers.reference} trials; pass --reference with one of: "
+                   f"{', '.join(algorithm_order(trials['algorithm'].unique()))}."]
+    if not numbers.sanity.empty:
+        blocks += sanity_blocks(numbers.sanity, latex)
+    blocks += critical_blocks(numbers.critical)
+    blocks += cost_blocks(numbers.cost)
+    notes = list(results.notes) + [f"accuracy {n}" for n in tables.coverage_gaps(numbers.curves)] \
+        + list(results.problems)
     if notes:
-        parts.append("## Notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+        blocks += [(2, "Notes")] + [f"- {n}" for n in notes]
+    return blocks
+
+
+def markdown(blocks: Sequence[Block]) -> str:
+    parts = []
+    for block in blocks:
+        if isinstance(block, tuple):
+            parts.append(f"{'#' * block[0]} {block[1]}\n")
+        elif isinstance(block, Table):
+            lines = ["| " + " | ".join(block.header) + " |",
+                     "|" + "|".join("---" if i < block.text_columns else "---:" for i in range(len(block.header)))
+                     + "|"]
+            parts.append("\n".join(lines + ["| " + " | ".join(row) + " |" for row in block.rows]) + "\n")
+        else:
+            parts.append(block + "\n")
     return "\n".join(parts)
 
 
+LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_", "{": r"\{",
+                 "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "≥": r"$\geq$",
+                 "±": r"$\pm$", "·": r"$\cdot$", "√": r"$\surd$", "∞": r"$\infty$"}
+
+
+def latex_text(text: str) -> str:
+    return "".join(LATEX_ESCAPES.get(ch, ch) for ch in text)
+
+
+def latex(blocks: Sequence[Block]) -> str:
+    """Fragments to \\input into a paper (tables need \\usepackage{booktabs}); cells already hold LaTeX."""
+    parts = ["% prune-sweep summary; the tables need \\usepackage{booktabs}"]
+    commands = {1: "section*", 2: "subsection*", 3: "subsubsection*"}
+    for block in blocks:
+        if isinstance(block, tuple):
+            parts.append(f"\\{commands[block[0]]}{{{latex_text(block[1])}}}")
+        elif isinstance(block, Table):
+            cells = lambda row: " & ".join(c if "$" in c else latex_text(c) for c in row)  # noqa: E731
+            parts.append("\\begin{tabular}{" + "l" * block.text_columns + "r" * (len(block.header) - block.text_columns)
+                         + "}\n\\toprule\n"
+                         + cells(block.header) + " \\\\\n\\midrule\n"
+                         + "".join(cells(row) + " \\\\\n" for row in block.rows) + "\\bottomrule\n\\end{tabular}\n")
+        else:
+            parts.append(latex_text(block) + "\n")
+    return "\n".join(parts) + "\n"
+
+
+def long_form(numbers: Readings) -> pd.DataFrame:
+    """One row per printed cell: accuracy, paired differences and sanity checks, with n and the interval."""
+    columns = ["table", "model", "dataset", "algorithm", "ablation", "reference", "log10_compression", "compression",
+               "n", "mean", "ci_low", "ci_high", "p_value", "holm_p", "significant", "identical"]
+    accuracy = numbers.curves.assign(table="accuracy", ablation="none", reference="", n=numbers.curves["trials"],
+                                     mean=numbers.curves["top1_mean"], ci_low=numbers.curves["top1_ci_low"],
+                                     ci_high=numbers.curves["top1_ci_high"])
+    frames = [accuracy]
+    for name, frame, extra in (("paired_difference", numbers.differences, {"ablation": "none"}),
+                               ("sanity_check", numbers.sanity, {})):
+        if not frame.empty:
+            frames.append(frame.assign(table=name, n=frame["pairs"], mean=frame["diff_mean"],
+                                       ci_low=frame["diff_ci_low"], ci_high=frame["diff_ci_high"], **extra))
+    return pd.concat([f.reindex(columns=columns) for f in frames], ignore_index=True)
+
+
+def summarize(results: Results, reference: Optional[str] = None, fmt: str = "markdown") -> str:
+    """The summary text in `fmt` (markdown, latex, csv). `reference` (default synflow) is what the paired
+    differences subtract; an explicit one the store lacks raises UnknownReferenceError."""
+    numbers = readings(results, reference)
+    if fmt == "csv":
+        return long_form(numbers).to_csv(index=False)
+    blocks = document(results, numbers, latex=fmt == "latex")
+    return latex(blocks) if fmt == "latex" else markdown(blocks)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = OneLineArgumentParser(prog=program("python -m analysis.summary", "prune-sweep-summary"), description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog=program("python -m analysis.summary", "prune-sweep-summary"),
+                                   description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", required=True, help="results store: a directory or a pyarrow URI")
-    parser.add_argument("--out", type=Path, help="write the markdown here instead of stdout")
+    parser.add_argument("--out", type=Path, help="write the summary here instead of stdout")
+    parser.add_argument("--format", choices=FORMATS, default="markdown",
+                        help="markdown (default), latex (booktabs tables to \\input), or csv (every cell in long form)")
     parser.add_argument("--reference", help=f"algorithm the paired differences subtract (default {DEFAULT_REFERENCE}; "
                                             "must be in the store when given)")
+    add_selection_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        text = summarize(load_results(args.store), args.reference)
-    except (StoreError, UnknownReferenceError) as exc:
+        text = summarize(load_results(args.store, selection_from_args(args)), args.reference, args.format)
+    except (StoreError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.out is None:

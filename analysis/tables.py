@@ -27,16 +27,17 @@ def trained(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[(trials["status"] == "completed") & trials["final_top1"].notna()]
 
 
-def panel_grid(trials: pd.DataFrame) -> Tuple[List[str], List[str]]:
-    """(datasets, models) of the whole store: the rows and columns of a panel grid."""
-    return sorted(trials["dataset"].unique().tolist()), sorted(trials["model"].unique().tolist())
+def panels(frame: pd.DataFrame) -> List[Tuple[str, str]]:
+    """The (model, dataset) pairs that have rows in `frame`, by dataset then model: what a figure draws."""
+    if frame.empty:
+        return []
+    return sorted(set(zip(frame["model"], frame["dataset"])), key=lambda pair: (pair[1], pair[0]))
 
 
 def missing_panels(all_trials: pd.DataFrame, drawn: pd.DataFrame) -> List[Tuple[str, str]]:
-    """Grid cells (model, dataset) with no row in `drawn`."""
-    datasets, models = panel_grid(all_trials)
-    have = set(zip(drawn["model"], drawn["dataset"])) if not drawn.empty else set()
-    return [(m, d) for d in datasets for m in models if (m, d) not in have]
+    """Pairs (model, dataset) of the selected trials with no row in `drawn`: each is reported, never drawn empty."""
+    have = set(panels(drawn))
+    return [pair for pair in panels(all_trials) if pair not in have]
 
 
 def accuracy_curves(trials: pd.DataFrame, by: Sequence[str] = ("algorithm",)) -> pd.DataFrame:
@@ -44,7 +45,8 @@ def accuracy_curves(trials: pd.DataFrame, by: Sequence[str] = ("algorithm",)) ->
 
     `top1_ci` is the half-width of the 95% Student-t interval of the mean
     (t(0.975, n - 1) * std / sqrt(n)); `top1_ci_low`/`top1_ci_high` are
-    mean -/+ that, NaN for a single seed. Only trained trials count; `trials`
+    mean -/+ that, clipped to [0, 100] (an accuracy's range), and NaN below
+    `stats.MIN_SEEDS_FOR_INTERVAL` seeds. Only trained trials count; `trials`
     is used as given, so restrict it (e.g. `default_settings`) before calling.
     """
     keys = [*PANEL, *by, "log10_compression"]
@@ -56,8 +58,8 @@ def accuracy_curves(trials: pd.DataFrame, by: Sequence[str] = ("algorithm",)) ->
         top1_mean="mean", top1_min="min", top1_max="max", top1_std="std", trials="size").reset_index()
     curves.insert(len(keys), "compression", 10.0 ** curves["log10_compression"])
     half = stats.half_widths(curves["top1_std"], curves["trials"])
-    curves = curves.assign(top1_ci=half, top1_ci_low=curves["top1_mean"] - half,
-                           top1_ci_high=curves["top1_mean"] + half)
+    curves = curves.assign(top1_ci=half, top1_ci_low=(curves["top1_mean"] - half).clip(lower=0.0),
+                           top1_ci_high=(curves["top1_mean"] + half).clip(upper=100.0))
     return curves[[*keys, "compression", *ACCURACY_COLUMNS]]
 
 
@@ -92,7 +94,7 @@ def layer_density_profiles(trials: pd.DataFrame, layers: pd.DataFrame) -> pd.Dat
     `zero_seeds` counts trials in which the layer kept nothing.
     """
     keys = [*PANEL, "algorithm", "log10_compression", "position"]
-    columns = [*keys, "layer", "density_mean", "density_min", "density_max", "zero_seeds", "trials"]
+    columns = [*keys, "layer", "size", "density_mean", "density_min", "density_max", "zero_seeds", "trials"]
     weights = layers[layers["kind"].isin(WEIGHT_KINDS)]
     merged = weights.merge(trials[["trial_id", *PANEL, "algorithm", "log10_compression", "seed"]], on="trial_id")
     if merged.empty:
@@ -102,8 +104,8 @@ def layer_density_profiles(trials: pd.DataFrame, layers: pd.DataFrame) -> pd.Dat
         is_zero=merged["remaining"] == 0,
     )
     profiles = merged.groupby(keys, sort=True).agg(
-        layer=("layer", "first"), density_mean=("density", "mean"), density_min=("density", "min"),
-        density_max=("density", "max"), zero_seeds=("is_zero", "sum"), trials=("density", "size"),
+        layer=("layer", "first"), size=("size", "first"), density_mean=("density", "mean"),
+        density_min=("density", "min"), density_max=("density", "max"), zero_seeds=("is_zero", "sum"), trials=("density", "size"),
     ).reset_index()
     return profiles[columns]
 
@@ -146,6 +148,17 @@ def critical_compression(trials: pd.DataFrame) -> pd.DataFrame:
     return _order_algorithms(pd.DataFrame(rows, columns=columns), also=PANEL)
 
 
+def variant_trials(trials: pd.DataFrame, algorithms: Iterable[str], by: str) -> pd.DataFrame:
+    """The trials of `algorithms` at the default settings in all but the column `by`: eval mode, global scope,
+    exponential schedule, no ablation and the most common iteration count (whichever of these `by` is not),
+    trained trials at their panel's most common number of epochs."""
+    chosen = with_default_prune_settings(trials[trials["algorithm"].isin(list(algorithms))], except_for=by)
+    if by != "iterations":
+        iterations = most_common_iterations(chosen)
+        chosen = chosen[chosen["iterations"] == chosen["algorithm"].map(iterations)]
+    return restrict_to_common_training(chosen)
+
+
 def variant_curves(trials: pd.DataFrame, algorithms: Iterable[str], by: str) -> pd.DataFrame:
     """Accuracy curves of `algorithms` split by one setting (`iterations` or `prune_mode`), others at default.
 
@@ -153,11 +166,7 @@ def variant_curves(trials: pd.DataFrame, algorithms: Iterable[str], by: str) -> 
     (eval mode, global scope, exponential schedule, the most common iteration
     count) except the one compared.
     """
-    chosen = with_default_prune_settings(trials[trials["algorithm"].isin(list(algorithms))], except_for=by)
-    if by != "iterations":
-        iterations = most_common_iterations(chosen)
-        chosen = chosen[chosen["iterations"] == chosen["algorithm"].map(iterations)]
-    curves = accuracy_curves(restrict_to_common_training(chosen), by=("algorithm", by))
+    curves = accuracy_curves(variant_trials(trials, algorithms, by), by=("algorithm", by))
     curves.insert(len(PANEL) + 2, "variant",
                   [f"{a} x{v}" if by == "iterations" else f"{a} ({v})"
                    for a, v in zip(curves["algorithm"], curves[by])])
@@ -219,73 +228,65 @@ def conservation_pairs(trials: pd.DataFrame, layers: pd.DataFrame) -> Tuple[pd.D
 
 
 def cost_table(trials: pd.DataFrame) -> pd.DataFrame:
-    """Per (algorithm, iterations): pruning passes and seconds, training seconds, and the GPU-hours spent.
+    """Cost per trial per (model, dataset, algorithm, iterations), the method's own trials apart from its ablations.
 
-    GPU-hours = (prune_seconds + train_seconds) * gpus / 3600 summed over all
-    trials (diverged ones too: their time was spent). `hours` is the same sum
-    without the GPU share: the only cost a CPU-only run shows. Seconds and
-    passes are means per trial; hours are totals.
+    Sums over trials would make an algorithm look dear only because more of
+    its trials ran (ablations, extra seeds), so the comparable numbers are per
+    trial: the median and the min-max of pruning, training and total seconds,
+    and the median pruning passes. `gpu_hours` ((prune + train seconds) x GPUs
+    / 3600) and `hours` (the same without the GPU share: all a CPU run shows)
+    are totals, the bill of what ran. Diverged trials count: their time was spent.
     """
-    columns = ["algorithm", "iterations", "trials", "prune_passes", "prune_seconds", "train_seconds",
-               "prune_gpu_hours", "train_gpu_hours", "gpu_hours", "prune_hours", "train_hours", "hours"]
+    keys = [*PANEL, "algorithm", "iterations", "ablations"]
+    columns = [*keys, "trials", "prune_passes", "prune_seconds", "prune_seconds_min", "prune_seconds_max",
+               "train_seconds", "train_seconds_min", "train_seconds_max", "seconds", "seconds_min", "seconds_max",
+               "gpu_hours", "hours"]
     if trials.empty:
         return pd.DataFrame(columns=columns)
-    frame = trials.assign(
-        prune_gpu_hours=trials["prune_seconds"] * trials["gpus"] / 3600.0,
-        train_gpu_hours=trials["train_seconds"] * trials["gpus"] / 3600.0,
-        prune_hours=trials["prune_seconds"] / 3600.0,
-        train_hours=trials["train_seconds"] / 3600.0,
-    )
-    cost = frame.groupby(["algorithm", "iterations"], sort=True).agg(
-        trials=("trial_id", "size"), prune_passes=("prune_passes", "mean"), prune_seconds=("prune_seconds", "mean"),
-        train_seconds=("train_seconds", "mean"), prune_gpu_hours=("prune_gpu_hours", "sum"),
-        train_gpu_hours=("train_gpu_hours", "sum"), prune_hours=("prune_hours", "sum"),
-        train_hours=("train_hours", "sum"),
+    seconds = trials["prune_seconds"] + trials["train_seconds"]
+    frame = trials.assign(ablations=ablation_of(trials) != DEFAULT_ABLATION, seconds=seconds,
+                          gpu_hours=seconds * trials["gpus"] / 3600.0, hours=seconds / 3600.0)
+    cost = frame.groupby(keys, sort=True).agg(
+        trials=("trial_id", "size"), prune_passes=("prune_passes", "median"),
+        prune_seconds=("prune_seconds", "median"), prune_seconds_min=("prune_seconds", "min"),
+        prune_seconds_max=("prune_seconds", "max"), train_seconds=("train_seconds", "median"),
+        train_seconds_min=("train_seconds", "min"), train_seconds_max=("train_seconds", "max"),
+        seconds=("seconds", "median"), seconds_min=("seconds", "min"), seconds_max=("seconds", "max"),
+        gpu_hours=("gpu_hours", "sum"), hours=("hours", "sum"),
     ).reset_index()
-    cost["gpu_hours"] = cost["prune_gpu_hours"] + cost["train_gpu_hours"]
-    cost["hours"] = cost["prune_hours"] + cost["train_hours"]
-    return _order_algorithms(cost[columns])
+    return _order_algorithms(cost[columns], also=PANEL)
 
 
-def paired_differences(trials: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """Top-1 (%) of each algorithm minus `reference`'s, paired by seed, per (model, dataset, algorithm, compression).
+def learning_curves(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, dataset, algorithm, compression, epoch): top-1 (%) and train loss, mean and min-max over seeds.
 
-    Every algorithm at one (model, dataset, seed) prunes the same initial
-    weights, so the seed-by-seed difference removes the initialisation's share
-    of the spread. A seed counts only where both algorithms have a trained
-    trial at that compression (several trials of one cell count as their
-    mean); `pairs` is how many seeds did. `diff_ci` is the half-width of the
-    95% Student-t interval of the mean difference (NaN for one pair), and
-    `excludes_zero` says the interval lies strictly above or below zero.
-    `trials` is used as given: restrict it (e.g. `default_settings`) first.
+    Only trained trials (completed or diverged: a diverging curve is worth
+    seeing); `trials` is used as given, so restrict it (`default_settings`) first.
     """
-    columns = [*PANEL, "algorithm", "reference", "log10_compression", "compression", "pairs", "diff_mean",
-               "diff_std", "diff_ci", "diff_ci_low", "diff_ci_high", "excludes_zero", "algorithm_mean",
-               "reference_mean"]
-    done = trained(trials)
-    if done.empty or reference not in set(done["algorithm"]):
+    keys = [*PANEL, "algorithm", "log10_compression", "epoch"]
+    columns = [*keys, "compression", "top1_mean", "top1_min", "top1_max", "train_loss_mean", "train_loss_min",
+               "train_loss_max", "trials"]
+    runs = trials[trials["epochs"] > 0]
+    merged = epochs.merge(runs[["trial_id", *PANEL, "algorithm", "log10_compression"]], on="trial_id")
+    if merged.empty:
         return pd.DataFrame(columns=columns)
-    cells = [*PANEL, "log10_compression", "seed"]
-    wide = done.assign(top1=done["final_top1"] * 100.0).groupby([*cells, "algorithm"], sort=True)["top1"] \
-        .mean().unstack("algorithm")
-    rows = []
-    for algorithm in [a for a in wide.columns if a != reference]:
-        both = wide[[algorithm, reference]].dropna()
-        for (model, dataset, log10), pair in both.groupby(level=[0, 1, 2], sort=True):
-            difference = (pair[algorithm] - pair[reference]).round(9) + 0.0  # equal accuracies give 0, not 1e-14
-            mean, half, n = stats.mean_interval(difference)
-            rows.append(dict(
-                model=model, dataset=dataset, algorithm=algorithm, reference=reference, log10_compression=log10,
-                compression=10.0 ** log10, pairs=n, diff_mean=mean,
-                diff_std=float(difference.std(ddof=1)) if n > 1 else np.nan, diff_ci=half,
-                diff_ci_low=mean - half, diff_ci_high=mean + half,
-                excludes_zero=stats.excludes_zero(mean - half, mean + half),
-                algorithm_mean=float(pair[algorithm].mean()), reference_mean=float(pair[reference].mean()),
-            ))
-    if not rows:
-        return pd.DataFrame(columns=columns)
-    return _order_algorithms(pd.DataFrame(rows, columns=columns).sort_values([*PANEL, "log10_compression"]),
-                             also=[*PANEL, "log10_compression"])
+    merged = merged.assign(top1=merged["top1"] * 100.0)
+    curves = merged.groupby(keys, sort=True).agg(
+        top1_mean=("top1", "mean"), top1_min=("top1", "min"), top1_max=("top1", "max"),
+        train_loss_mean=("train_loss", "mean"), train_loss_min=("train_loss", "min"),
+        train_loss_max=("train_loss", "max"), trials=("trial_id", "nunique"),
+    ).reset_index()
+    curves.insert(len(keys), "compression", 10.0 ** curves["log10_compression"])
+    return _order_algorithms(curves[columns], also=PANEL)
+
+
+def ablation_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """On the panels holding any ablation: every algorithm's trials at its default settings, under every ablation."""
+    trials = trials.assign(ablation=ablation_of(trials))
+    ablated = trials[trials["ablation"] != DEFAULT_ABLATION]
+    panels_ = set(zip(ablated["model"], ablated["dataset"]))
+    chosen = trials[[(m, d) in panels_ for m, d in zip(trials["model"], trials["dataset"])]]
+    return variant_trials(chosen, chosen["algorithm"].unique(), "ablation")
 
 
 def ablation_curves(trials: pd.DataFrame) -> pd.DataFrame:
@@ -296,11 +297,8 @@ def ablation_curves(trials: pd.DataFrame) -> pd.DataFrame:
     common number of epochs (as `variant_curves`). "none" is the method
     itself, the reference each ablation is compared with.
     """
-    trials = trials.assign(ablation=ablation_of(trials))
-    ablated = trials[trials["ablation"] != DEFAULT_ABLATION]
-    panels = set(zip(ablated["model"], ablated["dataset"]))
-    chosen = trials[[(m, d) in panels for m, d in zip(trials["model"], trials["dataset"])]]
-    curves = variant_curves(chosen, chosen["algorithm"].unique(), "ablation")
+    curves = accuracy_curves(ablation_trials(trials), by=("algorithm", "ablation"))
+    curves.insert(len(PANEL) + 2, "variant", [f"{a} ({v})" for a, v in zip(curves["algorithm"], curves["ablation"])])
     rank = {a: i for i, a in enumerate(ablation_order(curves["ablation"].unique()))}
     curves = curves.assign(_ablation=curves["ablation"].map(rank)).sort_values(
         [*PANEL, "_ablation", "log10_compression"], kind="stable").drop(columns="_ablation")

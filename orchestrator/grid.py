@@ -10,21 +10,20 @@ or with the sweep's own `train`, and `train_overrides` apply on top.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from common.registry import Registry
+from common.axes import MAX_SEED, parse_compressions, parse_names, parse_seeds
 from common.checks import check_choice, check_number
+from common.registry import Registry
 from common.vocabulary import ABLATIONS, DEFAULT_ABLATION, DEFAULT_PRUNE_MODE
-from trainables.specs import MAX_LEVELS, MAX_SEED, DataSpec, ModelSpec, PruneSpec, TrainSpec, TrialSpec
+from trainables.specs import MAX_LEVELS, DataSpec, ModelSpec, PruneSpec, TrainSpec, TrialSpec
 from trainables.training import FALLBACK_RECIPE, paper_recipe
 
 ALL_ALGORITHMS = ("synflow", "snip", "grasp", "magnitude", "random")
 DEFAULT_IMP_LEVELS = 3
 # A grid larger than this is a typo (10x the paper's fig6 grid is 23,400): refused before it is materialised.
 MAX_TRIALS = 100_000
-MAX_AXIS_VALUES = 10_000
 
 
 @dataclass(frozen=True)
@@ -121,63 +120,6 @@ class SweepSpec:
                                                  seed)
                                 seen.setdefault(spec.trial_id, spec)
         return list(seen.values())
-
-
-def _too_many(what: str, text: str, count: int) -> ValueError:
-    shown = f"{count:,}" if count < 10**12 else f"about {float(count):.2g}"
-    return ValueError(f"{what} {text!r} gives {shown} values, more than {MAX_AXIS_VALUES:,}")
-
-
-def _numbers(text: str, parse, bad: ValueError) -> list:
-    try:
-        return [parse(p) for p in text.split(",") if p.strip()] if ":" not in text else [parse(p) for p in text.split(":")]
-    except (ValueError, OverflowError):
-        raise bad from None
-
-
-def parse_compressions(text: str) -> Tuple[float, ...]:
-    """`0,0.5,1` (a list) or `0:3:0.25` (start:stop:step, stop included) -> log10 compressions."""
-    text = text.strip()
-    bad = ValueError(f"bad log10 compressions {text!r}; give a list like 0,0.5,1 or a range start:stop:step "
-                     f"(stop included, step > 0) like 0:3:0.25")
-    parts = _numbers(text, float, bad)
-    if not parts or not all(map(math.isfinite, parts)):
-        raise bad
-    if ":" in text:
-        if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
-            raise bad
-        start, stop, step = parts
-        count = math.floor((stop - start) / step + 1e-9) + 1
-        if count > MAX_AXIS_VALUES:
-            raise _too_many("log10 compressions", text, count)
-        return tuple(round(start + i * step, 6) for i in range(count))
-    if len(parts) > MAX_AXIS_VALUES:
-        raise _too_many("log10 compressions", text, len(parts))
-    return tuple(round(p, 6) for p in parts)
-
-
-def parse_seeds(text: str) -> Tuple[int, ...]:
-    """`0,1,2` (a list) or `0:4` (a range, stop excluded)."""
-    bad = ValueError(f"bad seeds {text!r}; seeds are integers in [0, {MAX_SEED}], e.g. 0,1,2 or a range 0:3")
-    parts = _numbers(text, int, bad)
-    if ":" in text:
-        if len(parts) != 2:
-            raise bad
-        if parts[1] - parts[0] > MAX_AXIS_VALUES:
-            raise _too_many("seeds", text, parts[1] - parts[0])
-        parts = list(range(parts[0], parts[1]))
-    if not parts or any(not 0 <= s <= MAX_SEED for s in parts):
-        raise bad
-    if len(parts) > MAX_AXIS_VALUES:
-        raise _too_many("seeds", text, len(parts))
-    return tuple(parts)
-
-
-def parse_names(text: str, what: str) -> Tuple[str, ...]:
-    names = tuple(p.strip() for p in text.split(",") if p.strip())
-    if not names:
-        raise ValueError(f"--{what} {text!r} names nothing; give a comma-separated list")
-    return names
 
 
 PRESETS: Registry[SweepSpec] = Registry("preset")

@@ -30,7 +30,7 @@ from orchestrator.grid import PRESETS, SweepSpec, with_overrides
 from orchestrator.plan import UsageError, check_datasets, data_dir, plan, print_plan
 from orchestrator.resources import ResourcePolicy
 from orchestrator.tune_run import checkpoint_root, format_seconds, free_finished_checkpoints, launch, summarize
-from results_store import ResultsStore, StoreError, check_writable
+from results_store import ResultsStore, StoreError, check_writable, record_grid
 
 
 DEFAULT_STORE = "results"
@@ -152,6 +152,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             print_plan(the_plan, args.json,
                        "" if args.json else "GPU shares apply on a cluster with GPUs; without GPUs every trial runs on CPU")
             return 0
+        # Before anything runs: the analysis selects this sweep by these ids, including trials stored by others.
+        record_grid(store, sweep.name, [t.trial_id for t in the_plan["all_specs"]], sys.argv[1:] if argv is None
+                    else argv)
         if not args.keep_checkpoints:
             free_finished_checkpoints(args.storage_path, the_plan["done_ids"])
         outcome = {"sweep": sweep.name, "ran": 0, "seconds": 0.0, "errored": [], "interrupted": False}

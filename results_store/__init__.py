@@ -4,6 +4,7 @@ from results_store.compaction import CompactionReport
 from results_store.files import StoreError, check_writable, filesystem_for
 from results_store.schema import SCHEMAS, TABLES, TRIAL_STATUSES
 from results_store.store import ResultsStore, read_table
+from results_store.sweeps import grid_trial_ids, record_grid, recorded_sweeps
 
 __all__ = ["SCHEMAS", "TABLES", "TRIAL_STATUSES", "CompactionReport", "ResultsStore", "StoreError", "check_writable",
-           "filesystem_for", "read_table"]
+           "filesystem_for", "grid_trial_ids", "read_table", "record_grid", "recorded_sweeps"]

@@ -34,6 +34,7 @@ SCHEMAS: Dict[str, pa.Schema] = {
         _field("sweep", pa.string()),
         _field("model", pa.string()),
         _field("dataset", pa.string()),
+        _field("num_classes", pa.int64(), nullable=True),  # null in stores written before 2026-12-01
         _field("algorithm", pa.string()),
         _field("log10_compression", pa.float64()),
         _field("compression", pa.float64()),

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from analysis import accuracy_figures, plots, summary, tables
+from analysis.drawing import PanelLayout
 from analysis.load import Results, default_settings, load_results
 from results_store import ResultsStore
 
@@ -56,7 +57,7 @@ def write(store, model, dataset, algorithm, log10, seed, top1, *, iterations=Non
         layers.append(dict(layer_index=index, layer=layer, param=param, kind=kind, size=size, remaining=kept,
                            density=kept / size, score_sum=score))
     trial = dict(
-        trial_id=trial_id, sweep="test", model=model, dataset=dataset, algorithm=algorithm,
+        trial_id=trial_id, sweep=extra.pop("sweep", "test"), model=model, dataset=dataset, algorithm=algorithm,
         log10_compression=float(log10), compression=10.0 ** log10, seed=seed, iterations=iterations,
         schedule="exponential", scope="global", prune_mode=prune_mode, levels=0, examples_per_class=10,
         prunable_params=1150, prunable_layers=3, remaining_params=sum(remaining),
@@ -66,9 +67,11 @@ def write(store, model, dataset, algorithm, log10, seed, top1, *, iterations=Non
         dense_flops=10_000, remaining_flops=1_000, epochs=epochs, final_top1=top1,
         final_top5=None if top1 is None else min(1.0, top1 + 0.05), best_top1=top1, final_test_loss=None,
         train_seconds=3600.0 if epochs else 0.0, status=status, started_at=T0, finished_at=T0, host="h",
-        device=None, cpus=2.0, gpus=0.5, torch_version="2.15", project_version="0.1.0", config="{}", **extra,
+        device=None, cpus=2.0, gpus=0.5, torch_version="2.15", project_version="0.1.0", config="{}",
+        num_classes=extra.pop("num_classes", 100 if dataset == "cifar100" else 10), **extra,
     )
     store.write_trial(trial, [], layers)
+    return trial_id
 
 
 @pytest.fixture(scope="module")
@@ -124,10 +127,15 @@ def test_accuracy_curves_are_per_group_mean_min_max_in_percent(results):
 def test_the_drawn_lines_and_bands_are_those_numbers(results):
     selected, caption = default_settings(results.trials)
     curves = tables.accuracy_curves(selected)
-    fig = accuracy_figures.draw_accuracy(curves, tables.dense_reference(selected), ["cifar10", "cifar100"],
-                              ["resnet20", "vgg11_bn"], caption)
-    panel = fig.axes[1]  # row cifar10, column vgg11_bn
-    assert panel.get_title() == "vgg11_bn / cifar10"
+    layout = PanelLayout.of(tables.panels(curves))
+    fig = accuracy_figures.draw_accuracy(curves, tables.dense_reference(selected), results.trials, layout, caption)
+    # Three pairs of a 2x2 grid: laid out in one row, no empty panel for (resnet20, cifar100).
+    assert (layout.rows, layout.cols) == (1, 3)
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()][:3] == \
+        ["resnet20 / cifar10", "vgg11_bn / cifar10", "vgg11_bn / cifar100"]
+    panel = fig.axes[1]
+    chance = [line for line in panel.get_lines() if line.get_linestyle() == ":"]
+    assert len(chance) == 1 and chance[0].get_ydata()[0] == pytest.approx(10.0)  # cifar10: 100 / 10 classes
     lines = {line.get_label(): line for line in panel.get_lines()}
     assert list(lines["snip"].get_xdata()) == [1.0, 10.0, 100.0]
     assert list(lines["snip"].get_ydata()) == pytest.approx([91.0, 86.0, 61.0])
@@ -181,14 +189,19 @@ def test_conservation_pairs_match_synflow_at_the_smallest_scored_ratio(results):
     assert snip["score_per_weight"].tolist() == pytest.approx([0.01, 0.003, 0.01])
 
 
-def test_cost_table_sums_gpu_hours(results):
-    cost = tables.cost_table(results.trials).set_index(["algorithm", "iterations"])
-    synflow = cost.loc[("synflow", 100)]
-    assert synflow["trials"] == 28  # 27 trained + 1 prune-only
-    assert synflow["gpu_hours"] == pytest.approx((27 * (360 + 3600) + 360) * 0.5 / 3600)
+def test_cost_table_is_per_trial_with_totals_apart(results):
+    cost = tables.cost_table(results.trials).set_index(["model", "dataset", "algorithm", "iterations", "ablations"])
+    synflow = cost.loc[("vgg11_bn", "cifar10", "synflow", 100, False)]
+    assert synflow["trials"] == 10  # 9 trained + 1 prune-only
+    assert synflow["gpu_hours"] == pytest.approx((9 * (360 + 3600) + 360) * 0.5 / 3600)
     assert synflow["prune_passes"] == 100
-    assert cost.loc[("snip", 10), "trials"] == 6
-    assert cost.index.get_level_values("algorithm").tolist()[:3] == ["synflow", "snip", "snip"]
+    # per trial: the median, and the min-max (the prune-only trial trained for 0 s)
+    assert (synflow["train_seconds"], synflow["train_seconds_min"], synflow["train_seconds_max"]) == (3600, 0, 3600)
+    assert (synflow["seconds"], synflow["seconds_min"]) == (3960, 360)
+    assert cost.loc[("vgg11_bn", "cifar10", "snip", 10, False), "trials"] == 6
+    assert cost.loc[("resnet20", "cifar10", "synflow", 100, False), "trials"] == 9
+    here = cost.loc[("vgg11_bn", "cifar10")].index.get_level_values("algorithm").tolist()
+    assert here[:3] == ["synflow", "snip", "snip"]
 
 
 def test_iterative_and_mode_curves_hold_the_variants(results):
@@ -223,10 +236,11 @@ def test_cli_writes_png_and_pdf_for_every_figure_and_reports_the_missing_panel(s
     assert image.shape[0] > 500 and image.shape[1] > 500
     assert (out / "accuracy.pdf").read_bytes()[:5] == b"%PDF-"
     printed = capsys.readouterr().out.splitlines()
-    assert "accuracy: no trials for (resnet20, cifar100)" in printed
-    assert "layer_density: no layer rows for (resnet20, cifar100)" in printed
+    # (resnet20, cifar100) was never run: it is no panel of any figure, and nothing reports it as missing
+    assert not [line for line in printed if "(resnet20, cifar100)" in line]
+    assert "learning_curves: no trained trial has epoch rows; figure not drawn" in printed
     assert "accuracy: 8 trained trial(s) with non-default settings left out (see the iterative figure)" in printed
-    assert "ablations: no ablation trials in the store (every trial has ablation none); figure not drawn" in printed
+    assert "ablations: no ablation trials among the selected (every trial has ablation none); figure not drawn" in printed
     assert ("effective_sparsity: no trial records effective_remaining_params (the store predates it); "
             "figure not drawn") in printed
     assert printed[-1].startswith(f"wrote 10 figure(s) to {out}: accuracy, conservation_resnet20_cifar10")
@@ -239,7 +253,7 @@ def test_cli_only_draws_the_named_figures_and_refuses_unknown_names(store_dir, t
     assert plots.main(["--store", str(store_dir), "--out", str(tmp_path), "--only", "accuracy,density"]) == 2
     assert capsys.readouterr().err == ("error: unknown figure 'density'; valid figures: ablations, accuracy, "
                                        "conservation, cost, critical_compression, effective_sparsity, iterative, "
-                                       "layer_density\n")
+                                       "layer_density, learning_curves\n")
 
 
 def test_cli_band_picks_the_interval_and_refuses_unknown_bands(store_dir, tmp_path, capsys):
@@ -288,19 +302,21 @@ def test_ablation_trials_stay_out_of_the_headline_figures_and_get_their_own(tmp_
     # 1150 / round(1150 / 10^k / 2) at k = 0, 1, 2: the shuffle trials' 1150 / 1 stays out
     assert synflow["effective_compression_mean"].tolist() == pytest.approx([1150 / 575, 1150 / 58, 1150 / 6])
     text = summary.summarize(results)
-    assert "| 10x (10^1) | 89.0 ± 6.6 | 86.0 ± 6.6 |" in text  # no shuffle trial averaged in
+    assert "| synflow | 91.0 ± 6.6 (3) | 89.0 ± 6.6 (3) | 81.0 ± 6.6 (3) |" in text  # no shuffle trial averaged in
 
 
 def test_summary_pairs_seeds_against_a_reference(results, store_dir, capsys):
     text = summary.summarize(results)
     paired = text.split("## Paired differences to synflow")[1].split("## Critical")[0]
     panel = paired.split("### vgg11_bn / cifar10")[1].split("###")[0]
-    # every seed's offset cancels: snip - synflow = 85 - 88 = -3 at 10x in each seed; the interval is a point
-    assert "| 10x (10^1) | snip | -3.0 | [-3.0, -3.0] | 3 | * |" in panel
-    assert "| 1x (10^0) | random | +0.0 | [+0.0, +0.0] | 3 |  |" in panel
-    assert "95% Student-t interval" in paired
+    # every seed's offset cancels: snip - synflow = 85 - 88 = -3 at 10x in each seed. No spread: reported as
+    # identical, never as significant, and nothing is left to test in this panel.
+    assert "| snip | +0.0 identical (3) | -3.0 identical (3) | -20.0 identical (3) |" in panel
+    assert "| random | +0.0 identical (3) | -18.0 identical (3) | -50.0 identical (3) |" in panel
+    assert "No comparison here could be tested" in panel and "*" not in panel
     by_random = summary.summarize(results, reference="random")
-    assert "## Paired differences to random" in by_random and "| 100x (10^2) | synflow | +50.0 |" in by_random
+    assert "## Paired differences to random" in by_random
+    assert "| synflow | +0.0 identical (3) | +18.0 identical (3) | +50.0 identical (3) |" in by_random
     assert summary.main(["--store", str(store_dir), "--reference", "grasp"]) == 2
     captured = capsys.readouterr()
     assert captured.err == ("error: unknown reference algorithm 'grasp'; algorithms in the store: synflow, snip, "
@@ -350,14 +366,16 @@ def test_empty_or_absent_store_exits_2_with_one_line(tmp_path):
 
 def test_summary_tables_hold_mean_and_95_percent_interval(results, store_dir, tmp_path):
     text = summary.summarize(results)
-    assert "## vgg11_bn / cifar10" in text and "## resnet20 / cifar10" in text
-    snip_column = text.split("## vgg11_bn / cifar10")[1].split("##")[0]
-    assert "| compression | synflow | snip | random |" in snip_column
-    # seed offsets -1, 0, +4: std sqrt(7), half-width t(0.975, 2) * sqrt(7) / sqrt(3) = 4.303 * 1.528 = 6.6
-    assert "| 10x (10^1) | 89.0 ± 6.6 | 86.0 ± 6.6 | 71.0 ± 6.6 |" in snip_column
-    assert "95% Student-t interval" in snip_column
+    assert "### vgg11_bn / cifar10" in text and "### resnet20 / cifar10" in text
+    accuracy = text.split("## Top-1 accuracy")[1].split("## Paired")[0]
+    assert "95% Student-t interval" in accuracy
+    panel = accuracy.split("### vgg11_bn / cifar10")[1].split("###")[0]
+    # The paper's layout: a row per algorithm, a column per compression, mean ± half-width (n).
+    # Seed offsets -1, 0, +4: std sqrt(7), half-width t(0.975, 2) * sqrt(7) / sqrt(3) = 4.303 * 1.528 = 6.6
+    assert "| algorithm | 1x | 10x | 100x |" in panel
+    assert "| snip | 91.0 ± 6.6 (3) | 86.0 ± 6.6 (3) | 61.0 ± 6.6 (3) |" in panel
     assert "| vgg11_bn | cifar10 | snip | 10x | 100x | 100x | 383x | 9 |" in text
-    assert "- no trials for (resnet20, cifar100)" in text
+    assert "(resnet20, cifar100)" not in text  # never run: not reported as missing
     out = tmp_path / "summary.md"
     assert summary.main(["--store", str(store_dir), "--out", str(out)]) == 0
     assert out.read_text() == text

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import ablation_figures, accuracy_figures, stats, tables
+from analysis import ablation_figures, accuracy_figures, comparisons, stats, summary, tables
+from analysis.drawing import PanelLayout
 from analysis.drawing import FigureOptions
 from analysis.load import Results, default_settings, with_default_prune_settings, with_later_columns
 
@@ -63,6 +64,7 @@ def test_t_quantile_agrees_with_scipy_where_installed():
 
 def test_half_width_and_mean_interval():
     assert stats.half_width(1.0, 3) == pytest.approx(T975_DF2 / SQRT3)
+    assert math.isnan(stats.half_width(1.0, 2))  # below three seeds no interval (t(0.975, 1) = 12.7)
     assert math.isnan(stats.half_width(1.0, 1)) and math.isnan(stats.half_width(float("nan"), 3))
     mean, half, n = stats.mean_interval([1.0, 2.0, 3.0, float("nan")])
     assert (mean, n) == (2.0, 3) and half == pytest.approx(T975_DF2 / SQRT3)  # std 1
@@ -81,6 +83,8 @@ def test_accuracy_curves_carry_the_95_percent_interval():
     assert curves.loc[1.0, "top1_ci_low"] == pytest.approx(82 - T975_DF2 * 2 / SQRT3)
     assert curves.loc[1.0, "top1_ci_high"] == pytest.approx(82 + T975_DF2 * 2 / SQRT3)
     assert curves.loc[2.0, ["top1_ci", "top1_ci_low", "top1_ci_high"]].isna().all()  # one seed: no interval
+    two = tables.accuracy_curves(trials[trials["seed"] < 2]).set_index("log10_compression")
+    assert two.loc[1.0, ["top1_ci", "top1_ci_low", "top1_ci_high"]].isna().all()  # two seeds: none either
     assert tables.accuracy_curves(trials.iloc[:0]).columns.tolist()[-len(tables.ACCURACY_COLUMNS):] == \
         tables.ACCURACY_COLUMNS
 
@@ -90,8 +94,8 @@ def test_the_accuracy_figure_draws_the_interval_band_when_asked():
                     for lg in (0, 1) for s in range(3)])
     curves = tables.accuracy_curves(trials)
     for band, low, high in (("ci", 72 - T975_DF2 * 2 / SQRT3, 72 + T975_DF2 * 2 / SQRT3), ("range", 70, 74)):
-        fig = accuracy_figures.draw_accuracy(curves, tables.dense_reference(trials), ["cifar10"], ["vgg11_bn"],
-                                             "test", band=band)
+        fig = accuracy_figures.draw_accuracy(curves, tables.dense_reference(trials), trials,
+                                             PanelLayout.of(tables.panels(curves)), "test", band=band)
         snip_band = fig.axes[0].collections[1].get_paths()[0].vertices[:, 1]
         assert min(snip_band) == pytest.approx(low) and max(snip_band) == pytest.approx(high)
         assert ("95% t-interval" in fig._suptitle.get_text()) == (band == "ci")
@@ -101,31 +105,65 @@ def test_the_accuracy_figure_draws_the_interval_band_when_asked():
 
 # ---------------------------------------------------------- paired differences
 
-def test_paired_differences_by_hand():
+def t_df2(p: float) -> float:
+    """The p-quantile of Student's t with 2 degrees of freedom, in closed form: (2p - 1) / sqrt(2p(1 - p))."""
+    return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+
+
+def p_df2(t: float) -> float:
+    """Two-sided p-value of t with 2 degrees of freedom, in closed form: 1 - |t| / sqrt(t^2 + 2)."""
+    return 1 - abs(t) / math.sqrt(t * t + 2)
+
+
+def test_holm_by_hand():
+    # sorted: 0.005 <= 0.05/4 (reject), 0.01 <= 0.05/3 (reject), 0.03 > 0.05/2: stop; 0.04 not rejected either
+    adjusted, rejected, levels = stats.holm([0.01, 0.04, 0.03, float("nan"), 0.005])
+    assert adjusted[[4, 0, 2, 1]] == pytest.approx([0.02, 0.03, 0.06, 0.06]) and math.isnan(adjusted[3])
+    assert rejected.tolist() == [True, False, False, False, True]
+    # each held to its step's level; after the stop, every one to the stop's level
+    assert levels[[4, 0, 2, 1]] == pytest.approx([0.05 / 4, 0.05 / 3, 0.05 / 2, 0.05 / 2])
+    assert stats.holm([float("nan")])[1].tolist() == [False]
+    assert stats.paired_t_p_value(2.0, 1.0, 3) == pytest.approx(p_df2(2 * SQRT3))
+    assert math.isnan(stats.paired_t_p_value(2.0, 1.0, 2)) and math.isnan(stats.paired_t_p_value(2.0, 0.0, 5))
+
+
+def test_paired_differences_by_hand_with_holm():
     rows = [trial("synflow", 1, s, t) for s, t in enumerate((0.50, 0.60, 0.70, 0.80))]
     rows += [trial("snip", 1, s, t) for s, t in enumerate((0.51, 0.62, 0.73))]  # seed 3 unpaired: dropped
     rows += [trial("snip", 1, 4, 0.99)]  # a seed synflow lacks: dropped
     rows += [trial("random", 1, s, t) for s, t in enumerate((0.60, 0.71, 0.82))]  # +10, +11, +12
     rows += [trial("grasp", 1, s, t) for s, t in enumerate((0.47, 0.575, 0.68))]  # -3, -2.5, -2
-    rows += [trial("grasp", 2, 0, 0.1), trial("synflow", 2, 0, 0.2)]  # one pair: no interval
-    diffs = tables.paired_differences(frame(rows), "synflow")
-    assert diffs["algorithm"].tolist() == ["snip", "grasp", "random", "grasp"]  # figure order within a ratio
-    assert set(diffs["reference"]) == {"synflow"}
-    snip = diffs[diffs["algorithm"] == "snip"].iloc[0]
-    # differences 1, 2, 3 (pp): mean 2, std 1, half-width t(0.975, 2) / sqrt(3) = 2.484: the interval holds 0
-    assert snip["pairs"] == 3 and snip["diff_mean"] == pytest.approx(2.0) and snip["diff_std"] == pytest.approx(1.0)
-    assert snip["diff_ci"] == pytest.approx(T975_DF2 / SQRT3)
-    assert snip["diff_ci_low"] == pytest.approx(2 - T975_DF2 / SQRT3) and not snip["excludes_zero"]
-    assert snip["algorithm_mean"] == pytest.approx(62.0) and snip["reference_mean"] == pytest.approx(60.0)
-    rand = diffs[diffs["algorithm"] == "random"].iloc[0]  # mean 11, half 2.484: above zero
-    assert rand["diff_mean"] == pytest.approx(11.0) and rand["excludes_zero"] and rand["diff_ci_low"] > 0
-    grasp = diffs[(diffs["algorithm"] == "grasp") & (diffs["log10_compression"] == 1)].iloc[0]
-    # -3, -2.5, -2: mean -2.5, std 0.5, half-width 1.242: below zero
-    assert grasp["diff_mean"] == pytest.approx(-2.5) and grasp["diff_ci"] == pytest.approx(T975_DF2 * 0.5 / SQRT3)
-    assert grasp["excludes_zero"] and grasp["diff_ci_high"] < 0
-    lone = diffs[diffs["log10_compression"] == 2].iloc[0]
-    assert lone["pairs"] == 1 and lone["diff_mean"] == pytest.approx(-10.0)
-    assert math.isnan(lone["diff_ci"]) and not lone["excludes_zero"]
+    rows += [trial("grasp", 2, 0, 0.1), trial("synflow", 2, 0, 0.2)]  # one pair: untested
+    diffs = comparisons.algorithm_differences(frame(rows), "synflow")
+    assert diffs["algorithm"].tolist() == ["snip", "grasp", "grasp", "random"]  # figure order, then ratio
+    assert set(diffs["reference"]) == {"synflow"} and set(diffs["family_size"]) == {3}
+    by = {(r.algorithm, r.log10_compression): r for r in diffs.itertuples()}
+    snip, grasp, rand, lone = by[("snip", 1.0)], by[("grasp", 1.0)], by[("random", 1.0)], by[("grasp", 2.0)]
+    # paired t-tests, df 2: snip 1, 2, 3 (t = 2 / (1/sqrt 3)); grasp -3, -2.5, -2 (t = 2.5 / (0.5/sqrt 3));
+    # random 10, 11, 12 (t = 11 / (1/sqrt 3))
+    assert (snip.pairs, snip.diff_mean, snip.diff_std) == (3, pytest.approx(2.0), pytest.approx(1.0))
+    assert snip.p_value == pytest.approx(p_df2(2 * SQRT3))          # 0.0742
+    assert grasp.p_value == pytest.approx(p_df2(5 * SQRT3))         # 0.0131
+    assert rand.p_value == pytest.approx(p_df2(11 * SQRT3))         # 0.0027
+    # Holm over the 3 tested: random <= 0.05/3 and grasp <= 0.05/2 rejected; snip > 0.05 is not
+    assert rand.holm_p == pytest.approx(3 * rand.p_value) and grasp.holm_p == pytest.approx(2 * grasp.p_value)
+    assert snip.holm_p == pytest.approx(snip.p_value)
+    assert (rand.significant, grasp.significant, snip.significant) == (True, True, False)
+    # intervals at the level Holm held each to: t(1 - 0.05/6, 2), t(1 - 0.05/4, 2), t(0.975, 2) times std/sqrt(3)
+    assert (rand.diff_ci_low, rand.diff_ci_high) == (pytest.approx(11 - t_df2(1 - 0.05 / 6) / SQRT3),
+                                                     pytest.approx(11 + t_df2(1 - 0.05 / 6) / SQRT3))
+    assert (grasp.diff_ci_low, grasp.diff_ci_high) == (pytest.approx(-2.5 - t_df2(1 - 0.05 / 4) * 0.5 / SQRT3),
+                                                       pytest.approx(-2.5 + t_df2(1 - 0.05 / 4) * 0.5 / SQRT3))
+    assert snip.diff_ci_low == pytest.approx(2 - T975_DF2 / SQRT3) and snip.diff_ci_low < 0 < snip.diff_ci_high
+    assert grasp.diff_ci_high < 0 and rand.diff_ci_low > 0  # marked exactly where the interval excludes 0
+    assert snip.arm_mean == pytest.approx(62.0) and snip.reference_mean == pytest.approx(60.0)
+    assert lone.pairs == 1 and lone.diff_mean == pytest.approx(-10.0)
+    assert math.isnan(lone.p_value) and math.isnan(lone.diff_ci_low) and not lone.significant
+    # as printed: mean [interval] (n), * where Holm rejects
+    assert summary.difference_cell(rand) == "+11.0 [+6.6, +15.4] (3) *"
+    assert summary.difference_cell(grasp) == "-2.5 [-4.3, -0.7] (3) *"
+    assert summary.difference_cell(snip) == "+2.0 [-0.5, +4.5] (3)"
+    assert summary.difference_cell(lone) == "-10.0 (1)"
 
 
 def test_paired_differences_average_repeats_and_skip_untrained_and_other_panels():
@@ -133,16 +171,36 @@ def test_paired_differences_average_repeats_and_skip_untrained_and_other_panels(
     rows += [trial("snip", 1, 0, 0.50), trial("snip", 1, 0, 0.54)]  # two trials of seed 0: 52
     rows += [trial("snip", 1, 1, 0.9, status="diverged")]  # not trained: seed 1 unpaired
     rows += [trial("snip", 1, 0, 0.4, model="resnet20")]  # no synflow on that panel
-    diffs = tables.paired_differences(frame(rows), "synflow")
+    diffs = comparisons.algorithm_differences(frame(rows), "synflow")
     assert len(diffs) == 1 and diffs.iloc[0]["diff_mean"] == pytest.approx(2.0) and diffs.iloc[0]["pairs"] == 1
-    assert tables.paired_differences(frame(rows), "grasp").empty
-    assert "excludes_zero" in tables.paired_differences(frame(rows).iloc[:0], "synflow").columns
+    assert comparisons.algorithm_differences(frame(rows), "grasp").empty
+    assert "significant" in comparisons.algorithm_differences(frame(rows).iloc[:0], "synflow").columns
 
 
-def test_equal_accuracies_differ_by_exactly_zero():
+def test_identical_differences_are_reported_as_such_never_as_significant():
     rows = [trial(a, 1, s, t) for a in ("synflow", "snip") for s, t in enumerate((0.1, 0.7, 0.3))]
-    diff = tables.paired_differences(frame(rows), "synflow").iloc[0]
-    assert diff["diff_mean"] == 0.0 and diff["diff_ci"] == 0.0 and not diff["excludes_zero"]
+    rows += [trial("magnitude", 1, s, t) for s, t in enumerate((0.1, 0.4, 0.3))]  # 0, -30, 0: a spread, tested
+    rows += [trial("random", 1, s, t - 0.05) for s, t in enumerate((0.1, 0.7, 0.3))]  # -5 in every pair
+    diffs = comparisons.algorithm_differences(frame(rows), "synflow").set_index("algorithm")
+    assert diffs.loc["snip", "diff_mean"] == 0.0 and diffs.loc["snip", "identical"]
+    assert diffs.loc["random", "diff_mean"] == pytest.approx(-5.0) and diffs.loc["random", "identical"]
+    for algorithm in ("snip", "random"):  # no spread: untested, no interval, never marked
+        assert not diffs.loc[algorithm, "significant"] and math.isnan(diffs.loc[algorithm, "p_value"])
+        assert math.isnan(diffs.loc[algorithm, "diff_ci_low"])
+    assert diffs.loc["magnitude", "family_size"] == 1  # only magnitude was tested
+    assert summary.difference_cell(next(diffs.reset_index().query("algorithm == 'random'").itertuples())) == \
+        "-5.0 identical (3)"
+
+
+def test_accuracy_intervals_stay_within_0_and_100():
+    trials = frame([trial("snip", 1, s, t) for s, t in enumerate((0.99, 1.0, 1.0))])
+    row = tables.accuracy_curves(trials).iloc[0]
+    # mean 99.667, std 0.577, half-width 4.303 * 0.577 / 1.732 = 1.434: 101.1 is clipped to 100
+    assert row["top1_ci_high"] == 100.0 and row["top1_ci_low"] == pytest.approx(99.6667 - 1.4342, abs=1e-3)
+    assert summary.accuracy_cell(row["top1_mean"], row["top1_ci_low"], row["top1_ci_high"], 3) == \
+        "99.7 [98.2, 100.0] (3)"
+    assert summary.accuracy_cell(82.0, 77.0, 87.0, 3) == "82.0 ± 5.0 (3)"
+    assert summary.accuracy_cell(82.0, float("nan"), float("nan"), 2) == "82.0 (2)"
 
 
 # ------------------------------------------------------------------- ablations
@@ -212,7 +270,7 @@ def test_ablations_figure_draws_a_line_per_ablation_and_skips_stores_without_any
     none_only = Results("mem", trials[trials["ablation"] == "none"].drop(columns="ablation"), pd.DataFrame(),
                         pd.DataFrame())
     assert ablation_figures.ablations_figure(none_only, tmp_path / "no", lines.append) == []
-    assert lines == ["ablations: no ablation trials in the store (every trial has ablation none); figure not drawn"]
+    assert lines == ["ablations: no ablation trials among the selected (every trial has ablation none); figure not drawn"]
     assert not (tmp_path / "no").exists()
 
 
@@ -250,9 +308,10 @@ def test_effective_sparsity_figure_draws_disconnected_seeds_on_the_infinity_row(
                                                "effective_sparsity.png"]
     assert ("effective_sparsity: (vgg11_bn, cifar10) synflow: trials disconnected (drawn at ∞): 1 of 3 at 10x, "
             "2 of 2 at 100x") in lines
-    assert "effective_sparsity: no effective counts for (resnet20, cifar10)" in lines
+    assert "effective_sparsity: (resnet20, cifar10) has no effective counts with the default settings; not drawn" \
+        in lines
     table = tables.effective_compression(default_settings(trials, same_training=False)[0])
-    fig = ablation_figures.draw_effective_sparsity(table, ["cifar10"], ["vgg11_bn"])
+    fig = ablation_figures.draw_effective_sparsity(table, PanelLayout.of(tables.panels(table)))
     ax = fig.axes[0]
     drawn = [line for line in ax.get_lines() if line.get_linestyle() != "None"]
     diagonal = drawn[0]
@@ -263,10 +322,9 @@ def test_effective_sparsity_figure_draws_disconnected_seeds_on_the_infinity_row(
     infinity = ax.get_yticks()[-1]
     assert [t.get_text() for t in ax.get_yticklabels()][-1] == "∞"
     markers = [line for line in ax.get_lines() if line.get_marker() == "^"]
-    # every seed disconnected at 100x: filled; some at 10x: hollow (nudged left of snip's, which has none)
-    assert [m.get_markerfacecolor() == "none" for m in markers] == [False, True]
-    nudge = 10 ** (-ablation_figures.NUDGE_DECADES / 2)  # first of two algorithms in the panel
-    assert [m.get_xdata()[0] for m in markers] == pytest.approx([100 * nudge, 10 * nudge])
+    # some seeds disconnected at 10x: hollow; every seed at 100x: filled; each at its true ratio, on the ∞ row
+    assert [m.get_markerfacecolor() == "none" for m in markers] == [True, False]
+    assert [m.get_xdata()[0] for m in markers] == [10.0, 100.0]
     assert all(list(m.get_ydata()) == [infinity] for m in markers)
     assert any("disconnected" in t.get_text() for t in fig.legends[0].get_texts())
     lines.clear()

@@ -15,7 +15,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from results_store import SCHEMAS, TABLES, ResultsStore, StoreError, read_table
+from results_store import (SCHEMAS, TABLES, ResultsStore, StoreError, grid_trial_ids, read_table, record_grid,
+                           recorded_sweeps)
 
 STARTED = dt.datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=dt.timezone.utc)
 FINISHED = dt.datetime(2025, 3, 1, 13, 30, 0, tzinfo=dt.timezone.utc)
@@ -23,7 +24,7 @@ FINISHED = dt.datetime(2025, 3, 1, 13, 30, 0, tzinfo=dt.timezone.utc)
 
 def trial_row(trial_id: str = "a1b2c3d4e5f60718", **overrides):
     row = dict(
-        trial_id=trial_id, sweep="fig6", model="vgg16_bn", dataset="cifar10", algorithm="synflow",
+        trial_id=trial_id, sweep="fig6", model="vgg16_bn", dataset="cifar10", num_classes=10, algorithm="synflow",
         log10_compression=1.5, compression=10 ** 1.5, seed=2, iterations=100, schedule="exponential",
         scope="global", prune_mode="eval", levels=0, examples_per_class=10, ablation="none", prunable_params=14715584,
         prunable_layers=14, remaining_params=465178, effective_remaining_params=465001, density=465178 / 14715584, collapsed=False,
@@ -716,3 +717,20 @@ def test_compact_command_refuses_bad_input_in_one_line(tmp_path, capsys, args, e
     captured = capsys.readouterr()
     assert (exited.value.code, captured.out) == (2, "")
     assert captured.err.startswith(error) and captured.err.endswith("\n") and captured.err.count("\n") == 1
+
+
+def test_a_sweeps_grid_is_recorded_once_per_distinct_grid_and_read_as_their_union(store):
+    assert grid_trial_ids(store, "fig1") is None and recorded_sweeps(store) == []
+    first = record_grid(store, "fig1", ["b", "a", "a"], ["--preset", "fig1"])
+    assert record_grid(store, "fig1", ["a", "b"]) == first  # the same grid again: the same file, rewritten
+    record_grid(store, "fig1", ["a", "b", "c"])               # extended with a seed: one more file
+    record_grid(store, "other", ["z"])
+    assert grid_trial_ids(store, "fig1") == {"a", "b", "c"} and recorded_sweeps(store) == ["fig1", "other"]
+    store.write_trial(trial_row(), epoch_rows(), layer_rows())
+    assert len(pd.read_parquet(os.path.join(store.location, "trials"))) == 1  # the records are no table's files
+    with pytest.raises(ValueError, match="sweep name must be"):
+        record_grid(store, "../x", ["a"])
+    with open(os.path.join(store.location, first), "w") as f:
+        f.write("{not json")
+    with pytest.raises(StoreError, match="unreadable sweep record _sweeps/fig1/"):
+        grid_trial_ids(store, "fig1")

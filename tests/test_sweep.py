@@ -12,7 +12,9 @@ import time
 import pandas as pd
 import pytest
 
-from results_store import ResultsStore
+from analysis.load import load_results
+from analysis.select import Selection
+from results_store import ResultsStore, grid_trial_ids
 
 RAY = str(pathlib.Path(sys.executable).with_name("ray"))
 # Token auth for every process of the test clusters (Ray enables it on the head once ~/.ray/auth_token exists).
@@ -138,6 +140,17 @@ def test_sweep_lands_every_trial_once_skips_done_ones_and_extends(cluster, tmp_p
     assert len(trials) == 12 and trials.trial_id.is_unique and sorted(trials.seed.unique()) == [0, 1]
     after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "store" / "trials").iterdir()}
     assert all(after[name] == mtime for name, mtime in before.items())  # the first 6 were not rerun
+
+    # A sweep records its grid before it runs, so the analysis selects it with the trials others ran first.
+    assert grid_trial_ids(ResultsStore(tmp_path / "store"), "quickstart") == set(trials["trial_id"])
+    seed_one = small(tmp_path, "--name", "seed-one")
+    seed_one[seed_one.index("--seeds") + 1] = "1"
+    dry_run(capsys, *seed_one)
+    assert grid_trial_ids(ResultsStore(tmp_path / "store"), "seed-one") is None  # a dry run records nothing
+    out = sweep(*seed_one, "--address", cluster.address)
+    assert out.returncode == 0 and "nothing to run" in out.stdout
+    selected = load_results(tmp_path / "store", Selection(sweep="seed-one")).trials
+    assert len(selected) == 6 and set(selected["seed"]) == {1} and set(selected["sweep"]) == {"quickstart"}
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from typing import Any, Dict, List
 import torch
 
 from results_store import ResultsStore
+from trainables.data import dataset_info
 from trainables.specs import TrialSpec
 
 
@@ -28,7 +29,8 @@ def trial_row(config: Dict[str, Any], spec: TrialSpec, prune: Dict[str, Any], hi
     p = spec.prune
     return {
         "trial_id": spec.trial_id, "sweep": config.get("sweep", ""), "model": spec.model.name,
-        "dataset": spec.data.name, "algorithm": p.algorithm, "log10_compression": p.log10_compression,
+        "dataset": spec.data.name, "num_classes": dataset_info(spec.data).num_classes, "algorithm": p.algorithm,
+        "log10_compression": p.log10_compression,
         "compression": p.compression, "seed": spec.seed, "iterations": p.iterations, "schedule": p.schedule,
         "scope": p.scope, "prune_mode": p.mode, "levels": p.levels, "examples_per_class": p.examples_per_class,
         "ablation": p.ablation,

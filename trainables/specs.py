@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
+from common.axes import MAX_SEED
 from common.checks import check_choice, check_number
 from common.vocabulary import (ABLATIONS, DEFAULT_ABLATION, DEFAULT_PRUNE_MODE, DEFAULT_SCHEDULE, DEFAULT_SCOPE,
                                PRECISIONS, PRUNE_MODES, SCHEDULES, SCOPES, default_iterations)
@@ -34,7 +35,6 @@ MAX_EXAMPLES_PER_CLASS = 10_000
 MAX_LEVELS = 100
 MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = 65_536
-MAX_SEED = 2**32 - 1                # numpy's seeds are 32-bit
 MAX_CLASSES = 1_000_000
 MAX_SYNTHETIC_SIZE = 10_000_000
 MAX_INPUT_SIDE = 4_096
