@@ -146,7 +146,8 @@ ITERATIVE_SIDES = {"iterations": ("iterative SNIP, FORCE vs SynFlow", ("snip", "
 
 
 @styled
-def draw_iterative(cells: Sequence[Tuple[Tuple[str, str], str, pd.DataFrame]]) -> Figure:
+def draw_iterative(cells: Sequence[Tuple[Tuple[str, str], str, pd.DataFrame]],
+                   trials: Optional[pd.DataFrame] = None) -> Figure:
     """One panel per ((model, dataset), setting) that has variants to compare: iterative SNIP/FORCE vs SynFlow,
     or eval vs train scoring mode for SNIP and GraSP. Nothing is drawn for a comparison that was not run."""
     cols = min(len(cells), 2)
@@ -157,6 +158,8 @@ def draw_iterative(cells: Sequence[Tuple[Tuple[str, str], str, pd.DataFrame]]) -
         ax.set_title(f"{model} / {dataset}: {ITERATIVE_SIDES[by][0]}", fontsize=9)
         for variant, (color, linestyle, marker) in _variant_styles(panel, by).items():
             band_plot(ax, panel[panel["variant"] == variant], color, variant, linestyle, marker, 0.1)
+        if trials is not None and chance_line(ax, trials, model, dataset):
+            ax.get_lines()[-1].set_label("chance")
         log_compression_axis(ax)
         ax.set_xlabel("compression ratio")
         ax.set_ylabel("top-1 accuracy (%)")
@@ -180,7 +183,7 @@ def iterative_figure(results: Results, out_dir: Path, report: Report,
                "in both scoring modes; figure not drawn")
         return []
     cells.sort(key=lambda cell: (cell[0][1], cell[0][0], list(sides).index(cell[1])))
-    return save(draw_iterative(cells), out_dir, "iterative")
+    return save(draw_iterative(cells, results.trials), out_dir, "iterative")
 
 
 def _has_variants(curves: pd.DataFrame, panel: Tuple[str, str], by: str, algorithm: Optional[str] = None) -> bool:
