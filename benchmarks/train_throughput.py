@@ -10,7 +10,9 @@ augmentation (random crop with 4-pixel padding + horizontal flip):
    (device-resident data augmented on the device, bf16 autocast + channels_last
    on CUDA, masks re-applied with one fused multiply, metrics read once per
    epoch) against the plain loop (torchvision transforms in a DataLoader with
-   4 workers, fp32, `.item()` every step);
+   4 workers, `.item()` every step), run twice where the precisions differ: in
+   the same precision and memory format as ours (the loop's own gain), and in
+   fp32 (the usual baseline; the two plain lines give the precision's gain);
 2. aggregate images/s of 1, 2 and 4 trials packed on one GPU through Ray Tune
    (fractional GPU resources; on CPU, 1 and 2 single-core trials);
 3. the wall time of one 160-epoch vgg16_bn/CIFAR trial and the GPU-hours of the
@@ -19,6 +21,7 @@ augmentation (random crop with 4-pixel padding + horizontal flip):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import itertools
 import platform
@@ -37,7 +40,7 @@ from trainables import data
 from trainables.models import build_model
 from trainables.pruning import prune_model
 from trainables.specs import DataSpec, TrainSpec
-from trainables.training import Trainer
+from trainables.training import Trainer, resolve_precision
 
 CIFAR = (3, 32, 32)
 TINY = (3, 64, 64)
@@ -78,20 +81,38 @@ def ours_images_per_second(name, shape, device, batch_size, steps, warmup, preci
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def plain_images_per_second(name, shape, device, batch_size, steps, warmup, workers=4) -> float:
+def describe(precision: str, device) -> str:
+    """A precision as the trial's Trainer runs it: bf16 autocast adds channels_last on CUDA."""
+    return "bf16 + channels_last" if precision == "bf16" and device.type == "cuda" else precision
+
+
+def plain_images_per_second(name, shape, device, batch_size, steps, warmup, workers=4, precision="fp32") -> float:
+    """The plain loop; `precision` "bf16" autocasts its forward and loss, with channels_last on CUDA, exactly as
+    the trial's Trainer does, so that only the loop differs from ours."""
     images, labels = synthetic_images(max(batch_size * (steps + warmup), 2048), shape)
     loader = plain_loader(images, labels, cifar_like_info(shape), batch_size, train=True, num_workers=workers,
                           drop_last=True, persistent_workers=True)
     model = build_model(name, shape, 10, seed=0).to(device)
+    channels_last = precision == "bf16" and device.type == "cuda"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     model.train()
+
+    def autocast():
+        if precision == "bf16":
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def run(count):
         seen = 0
         while seen < count:
             for x, y in loader:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                loss = F.cross_entropy(model(x), y)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast():
+                    loss = F.cross_entropy(model(x), y)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -141,6 +162,8 @@ def main() -> None:
     ap.add_argument("--models", default="vgg16_bn,resnet20")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default: 200 GPU, 8 CPU)")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="this project's loop (auto: bf16 + channels_last on CUDA, fp32 on CPU, as trials run)")
     ap.add_argument("--packed", default=None, help="trial counts to pack (default 1,2,4 on GPU, 1,2 on CPU); '' skips")
     ap.add_argument("--packed-seconds", type=float, default=None)
     ap.add_argument("--fig6", action="store_true", help="measure the four fig6 models at 32x32 and 64x64 for the bill")
@@ -150,16 +173,27 @@ def main() -> None:
     steps = args.steps or (200 if gpu else 8)
     warmup = 20 if gpu else 2
     name = torch.cuda.get_device_name(device) if gpu else (platform.processor() or platform.machine())
+    precision = resolve_precision(args.precision, device)
+    same = describe(precision, device)
     print(f"# train_throughput on {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"batch {args.batch_size}, {steps} timed steps")
     rates = {}
-    print(f"{'model':<10} {'this project img/s':>19} {'plain loop img/s':>17} {'speed-up':>9}")
+    print(f"{'model':<10} {'loop':<36} {'img/s':>7} {'vs plain fp32':>14}")
     for model in args.models.split(","):
-        ours = ours_images_per_second(model, CIFAR, device, args.batch_size, steps, warmup)
-        plain = plain_images_per_second(model, CIFAR, device, args.batch_size, steps, warmup)
+        ours = ours_images_per_second(model, CIFAR, device, args.batch_size, steps, warmup, precision=args.precision)
+        plain = {"fp32": plain_images_per_second(model, CIFAR, device, args.batch_size, steps, warmup)}
+        if precision != "fp32":  # the plain loop in our precision and memory format too: gains told apart
+            plain[precision] = plain_images_per_second(model, CIFAR, device, args.batch_size, steps, warmup,
+                                                       precision=precision)
         rates[model] = ours
-        print(f"{model:<10} {ours:>19.0f} {plain:>17.0f} {ours / plain:>8.2f}x")
-    print("targets: vgg16_bn >= 3x the plain loop on an H100/H200")
+        lines = [(f"this project ({same})", ours), *((f"plain loop ({describe(p, device)})", r)
+                                                     for p, r in sorted(plain.items(), key=lambda i: i[0] == "fp32"))]
+        for label, rate in lines:
+            print(f"{model:<10} {label:<36} {rate:>7.0f} {rate / plain['fp32']:>13.2f}x")
+        if precision != "fp32":
+            print(f"{model:<10}   the loop's gain in {same}: {ours / plain[precision]:.2f}x; "
+                  f"{same}'s gain in the plain loop: {plain[precision] / plain['fp32']:.2f}x")
+    print("targets: vgg16_bn >= 3x the plain fp32 loop on an H100/H200")
 
     packed_counts = [int(c) for c in (args.packed if args.packed is not None else ("1,2,4" if gpu else "1,2")).split(",") if c]
     packing = {}

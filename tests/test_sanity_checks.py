@@ -8,12 +8,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables import prune_one
-from trainables.initial_prune import initial_model, prune_at_init
+from trainables.initial_prune import initial_model, prune_at_init, scoring_batches
 from trainables.models import build_model
-from trainables.pruning import Masks, prunable_parameters, prune_model
+from trainables.pruning import Masks, keep_top, prunable_parameters, prune_model
 from trainables.pruning.ablations import ablation_seed
 from trainables.pruning.effective import effective_remaining
-from trainables.pruning.scores import ScoreInputs, force_scores
+from trainables.pruning.scores import SCORERS, ScoreInputs, force_scores
 from trainables.specs import DataSpec, ModelSpec, PruneSpec, TrialSpec
 
 DIGITS = (1, 8, 8)
@@ -74,8 +74,25 @@ def test_invert_at_half_the_weights_is_the_exact_complement_of_none(algorithm):
     overlap = int((kept & kept_inverted).sum())
     if algorithm == "magnitude":  # continuous scores: no ties at all
         assert overlap == 0 and bool((kept | kept_inverted).all())
-    else:  # SNIP scores that tie (zero gradients) may fall on both sides; nothing else may
-        assert overlap <= 0.01 * kept.numel()
+        return
+    # SNIP: only scores tied at the cut (zero gradients tie at 0) may fall on both sides. Count them in the scores the
+    # pruner ranked, recomputed here: of the c scores equal to the lowest kept one, `none` keeps 8,700 - (those
+    # above) and `invert` keeps 8,700 - (those below); the two can share at most the smaller of these.
+    scores = snip_scores_of_digits_trial()
+    assert torch.equal(keep_top(scores, 8_700), kept)  # these are the scores the pruner ranked
+    cut = scores[kept].min()
+    tied, above, below = int((scores == cut).sum()), int((scores > cut).sum()), int((scores < cut).sum())
+    shared_at_most = max(0, min(8_700 - above, 8_700 - below))
+    assert overlap <= shared_at_most <= tied, (overlap, shared_at_most, tied)  # here 0: no tie at the cut
+
+
+def snip_scores_of_digits_trial():
+    """The SNIP scores `digits_trial` prunes by, flat in forward order: the same network, examples and scorer."""
+    spec = TrialSpec(ModelSpec("mlp"), DataSpec("digits"), PruneSpec("snip", 0.30102999566398120), seed=4)
+    net, info = initial_model(spec)
+    names = tuple(p.name for p in prunable_parameters(net, info.input_shape))
+    scores = SCORERS["snip"].score(net.eval(), scoring_batches(spec, "cpu"), ScoreInputs(names, info.input_shape))
+    return torch.cat([scores[n].detach().flatten() for n in names])
 
 
 def test_layerwise_random_matches_the_algorithms_per_layer_counts_at_new_positions():

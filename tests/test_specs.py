@@ -56,17 +56,23 @@ def test_defaults_left_out_of_the_id_never_change():
 
 
 def test_a_new_field_with_a_default_leaves_the_id_unchanged():
-    # The next feature adds a field (say an ablation) to a spec: stored trials must keep their ids.
-    AblationPrune = dataclasses.make_dataclass("PruneSpec", [("ablation", str, dataclasses.field(default="none"))],
-                                               bases=(PruneSpec,), frozen=True)
-    AblationTrain = dataclasses.make_dataclass("TrainSpec", [("label_smoothing", float, dataclasses.field(default=0.0))],
-                                               bases=(TrainSpec,), frozen=True)
+    # The next feature adds a field to a spec: stored trials must keep their ids. The fields added here must be new
+    # (adding one a spec already has, as `ablation` once was, would test nothing).
+    assert "score_noise" not in {f.name for f in dataclasses.fields(PruneSpec)}
+    assert "label_smoothing" not in {f.name for f in dataclasses.fields(TrainSpec)}
+    NoisyPrune = dataclasses.make_dataclass("PruneSpec", [("score_noise", float, dataclasses.field(default=0.0))],
+                                            bases=(PruneSpec,), frozen=True)
+    SmoothTrain = dataclasses.make_dataclass("TrainSpec", [("label_smoothing", float, dataclasses.field(default=0.0))],
+                                             bases=(TrainSpec,), frozen=True)
     before = spec(log10_compression=1.0)
-    after = dataclasses.replace(before, prune=AblationPrune("synflow", 1.0),
-                                train=AblationTrain(epochs=160, lr=0.1, weight_decay=1e-4, lr_drops=(60, 120)))
+    after = dataclasses.replace(before, prune=NoisyPrune("synflow", 1.0),
+                                train=SmoothTrain(epochs=160, lr=0.1, weight_decay=1e-4, lr_drops=(60, 120)))
+    assert "score_noise" in after.prune.__dataclass_fields__ and "label_smoothing" in after.train.__dataclass_fields__
     assert after.trial_id == before.trial_id == PINNED["synflow_1"]
-    # ... and a non-default value of it is a different trial.
-    assert dataclasses.replace(before, prune=AblationPrune("synflow", 1.0, ablation="shuffle")).trial_id != before.trial_id
+    # ... and a non-default value of either is a different trial.
+    assert dataclasses.replace(after, prune=NoisyPrune("synflow", 1.0, score_noise=0.1)).trial_id != before.trial_id
+    smoothed = SmoothTrain(epochs=160, lr=0.1, weight_decay=1e-4, lr_drops=(60, 120), label_smoothing=0.1)
+    assert dataclasses.replace(after, train=smoothed).trial_id != before.trial_id
 
 
 def test_id_ignores_spelling_and_resolves_defaults():
