@@ -152,14 +152,6 @@ def chance_handle() -> Line2D:
     return Line2D([], [], color=CHANCE_COLOR, linestyle=":", linewidth=1, label="chance (100 / classes)")
 
 
-def mark_empty(ax, text: str) -> None:
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.45", fontsize=9,
-            wrap=True)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.grid(False)
-
-
 def log_compression_axis(ax) -> None:
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(base=10, numticks=12))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, fields, replace
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import pandas as pd
 
@@ -125,6 +125,3 @@ def keep_rows(frame: pd.DataFrame, trial_ids: Sequence[str]) -> pd.DataFrame:
     """The rows of an epochs or layers frame that belong to the selected trials."""
     return frame[frame["trial_id"].isin(set(trial_ids))]
 
-
-__all__: List[str] = ["Selection", "SelectionError", "add_selection_arguments", "keep_rows", "select_trials",
-                      "selection_from_args"]

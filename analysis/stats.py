@@ -105,20 +105,6 @@ def half_widths(std: Iterable[float], n: Iterable[int], level: float = LEVEL) ->
     return np.array([half_width(float(s), int(k), level) for s, k in zip(std, n)], dtype=float)
 
 
-def mean_interval(values: Iterable[float], level: float = LEVEL) -> Tuple[float, float, int]:
-    """(mean, half-width, n) of the non-NaN `values`; the half-width is NaN below MIN_SEEDS_FOR_INTERVAL values."""
-    array = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
-    if array.size == 0:
-        return math.nan, math.nan, 0
-    std = float(array.std(ddof=1)) if array.size > 1 else math.nan
-    return float(array.mean()), half_width(std, int(array.size), level), int(array.size)
-
-
-def excludes_zero(low: float, high: float) -> bool:
-    """True when the interval [low, high] lies strictly on one side of zero (False when it is NaN)."""
-    return bool((low > 0) or (high < 0))
-
-
 def paired_t_p_value(mean: float, std: float, n: int) -> float:
     """Two-sided p-value of the one-sample t-test of mean 0 (the paired t-test on differences); NaN when
     untestable: fewer than MIN_SEEDS_FOR_INTERVAL values, or no spread (every difference the same)."""

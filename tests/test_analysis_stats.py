@@ -62,15 +62,12 @@ def test_t_quantile_agrees_with_scipy_where_installed():
             assert stats.t_quantile(p, df) == pytest.approx(scipy_stats.t.ppf(p, df), rel=1e-8)
 
 
-def test_half_width_and_mean_interval():
+def test_half_width():
     assert stats.half_width(1.0, 3) == pytest.approx(T975_DF2 / SQRT3)
     assert math.isnan(stats.half_width(1.0, 2))  # below three seeds no interval (t(0.975, 1) = 12.7)
     assert math.isnan(stats.half_width(1.0, 1)) and math.isnan(stats.half_width(float("nan"), 3))
-    mean, half, n = stats.mean_interval([1.0, 2.0, 3.0, float("nan")])
-    assert (mean, n) == (2.0, 3) and half == pytest.approx(T975_DF2 / SQRT3)  # std 1
-    assert math.isnan(stats.mean_interval([5.0])[1]) and stats.mean_interval([])[2] == 0
-    assert stats.excludes_zero(0.1, 2.0) and stats.excludes_zero(-2.0, -0.1)
-    assert not stats.excludes_zero(-0.1, 2.0) and not stats.excludes_zero(float("nan"), float("nan"))
+    assert stats.half_widths([1.0, 1.0], [3, 2])[0] == pytest.approx(T975_DF2 / SQRT3)
+    assert math.isnan(stats.half_widths([1.0, 1.0], [3, 2])[1])
 
 
 # ------------------------------------------------------------- accuracy curves
