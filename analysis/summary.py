@@ -208,6 +208,7 @@ class Readings:
     cost: pd.DataFrame
     reference: str
     settings: str
+    selected: pd.DataFrame  # the default-settings trials the accuracy and paired tables use
 
 
 def readings(results: Results, reference: Optional[str] = None) -> Readings:
@@ -222,7 +223,7 @@ def readings(results: Results, reference: Optional[str] = None) -> Readings:
         differences=comparisons.algorithm_differences(selected, chosen),
         sanity=comparisons.ablation_differences(tables.ablation_trials(trials)),
         critical=tables.critical_compression(pruning_selected),
-        cost=tables.cost_table(trials), reference=chosen, settings=settings)
+        cost=tables.cost_table(trials), reference=chosen, settings=settings, selected=selected)
 
 
 def document(results: Results, numbers: Readings, latex: bool = False) -> List[Block]:
@@ -247,8 +248,7 @@ def document(results: Results, numbers: Readings, latex: bool = False) -> List[B
     panels = tables.panels(trials)
     blocks += accuracy_blocks(numbers.curves, panels, latex)
     if numbers.reference in set(trials["algorithm"]):
-        selected, _ = default_settings(trials)
-        blocks += paired_blocks(numbers.differences, selected, numbers.reference, panels, latex)
+        blocks += paired_blocks(numbers.differences, numbers.selected, numbers.reference, panels, latex)
     else:
         blocks += [(2, f"Paired differences to {numbers.reference}"),
                    f"The store has no {numbers.reference} trials; pass --reference with one of: "
