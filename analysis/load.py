@@ -13,7 +13,8 @@ import pandas as pd
 
 from common.vocabulary import (DEFAULT_ABLATION, DEFAULT_PRUNE_MODE, DEFAULT_PRUNE_SETTINGS, DEFAULT_SCHEDULE,
                                DEFAULT_SCOPE, default_iterations)
-from analysis.select import Selection, keep_rows, select_trials
+from analysis.select import Selection, keep_rows, keep_selected_variants, select_trials
+from analysis.shared import share_dense_trials
 from results_store import TABLES, ResultsStore, StoreError
 
 # Columns newer than some stores: {table: {column: value for rows (or whole files) written before it}}.
@@ -49,10 +50,17 @@ def load_results(uri: Union[str, "os.PathLike[str]"], selection: Optional[Select
         raise StoreError(f"store {store} has no finished trials yet{skipped}")
     frames = {table: with_later_columns(table, frame) for table, frame in frames.items()}
     notes: List[str] = []
-    if selection is not None and not selection.is_everything():
-        trials = select_trials(frames["trials"], store, selection, notes.append)
+    selecting = selection is not None and not selection.is_everything()
+    trials = frames["trials"]
+    if selecting:  # 1x trials of any algorithm stay until they have served as the selected algorithms' 1x points
+        trials = select_trials(trials, store, selection, notes.append, keep_dense=True)
+    trials, shared = share_dense_trials(trials)
+    notes += shared
+    if selecting:
+        trials = keep_selected_variants(trials, selection, store)
         frames = {"trials": trials, **{table: keep_rows(frames[table], trials["trial_id"])
                                        for table in ("epochs", "layers")}}
+    frames["trials"] = trials
     return Results(str(store), frames["trials"], frames["epochs"], frames["layers"], list(store.problems),
                    selection.describe() if selection is not None else "", notes)
 

@@ -1,7 +1,7 @@
 """The paper's figures, drawn from a results store.
 
     python -m analysis.plots --store results/ --out figures/ [--only accuracy,cost] [--band range|ci]
-    prune-sweep-plots --store results/ --out figures/ --sweep fig1 --seeds 0:3
+    prune-sweep-plots --store results/ --out figures/ --sweep fig1 --seeds 0:2
 
 Each figure is written as PNG and PDF (see `analysis.accuracy_figures`, `analysis.pruning_figures` and
 `analysis.ablation_figures`, `analysis.learning_figures`), from the trials the selection keeps

@@ -16,6 +16,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import pandas as pd
 
 from common.axes import parse_names, parse_seeds
+from common.vocabulary import OWN_DENSE_TRIAL
 from results_store import ResultsStore, StoreError, grid_trial_ids, recorded_sweeps
 
 
@@ -26,6 +27,8 @@ class SelectionError(StoreError):
 # option -> the trials column it filters
 FILTER_COLUMNS = {"models": "model", "datasets": "dataset", "algorithms": "algorithm", "ablations": "ablation",
                   "seeds": "seed"}
+# The filters that pick algorithm variants, which a shared dense trial serves at 1x.
+VARIANT_FILTERS = ("algorithms", "ablations")
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,16 @@ class Selection:
 
 
 def select_trials(trials: pd.DataFrame, store: ResultsStore, selection: Selection,
-                  report: Callable[[str], None] = lambda line: None) -> pd.DataFrame:
-    """The rows of `trials` the selection keeps; SelectionError when a name is unknown or nothing is left."""
+                  report: Callable[[str], None] = lambda line: None, keep_dense: bool = False) -> pd.DataFrame:
+    """The rows of `trials` the selection keeps; SelectionError when a name is unknown or nothing is left.
+
+    With `keep_dense`, 1x trials of prune-at-init algorithms pass the algorithm and ablation filters: they train
+    the network every selected algorithm has at 1x (analysis.shared), and `keep_selected_variants` filters after.
+    """
     if selection.sweep:
         trials = _sweep_trials(trials, store, selection.sweep, report)
+    dense = ((trials["log10_compression"] == 0) & ~trials["algorithm"].isin(OWN_DENSE_TRIAL)
+             if keep_dense else pd.Series(False, index=trials.index))
     keep = pd.Series(True, index=trials.index)
     for option, column in FILTER_COLUMNS.items():
         wanted = getattr(selection, option)
@@ -74,11 +83,23 @@ def select_trials(trials: pd.DataFrame, store: ResultsStore, selection: Selectio
             where = f" of sweep {selection.sweep}" if selection.sweep else ""
             raise SelectionError(f"--{option} {', '.join(map(str, unknown))}: not among the trials{where} in "
                                  f"{store} ({option}: {have})")
-        keep &= trials[column].isin(wanted)
+        keep &= trials[column].isin(wanted) | (dense if option in VARIANT_FILTERS else False)
     trials = trials[keep]
     if trials.empty:
         raise SelectionError(f"no trial in {store} matches {selection.describe()}")
     return trials
+
+
+def keep_selected_variants(trials: pd.DataFrame, selection: Selection, store: ResultsStore) -> pd.DataFrame:
+    """The algorithm and ablation filters again, once the 1x trials kept for sharing have served."""
+    keep = pd.Series(True, index=trials.index)
+    for option in VARIANT_FILTERS:
+        wanted = getattr(selection, option)
+        if wanted:
+            keep &= trials[FILTER_COLUMNS[option]].isin(wanted)
+    if not keep.any():
+        raise SelectionError(f"no trial in {store} matches {selection.describe()}")
+    return trials[keep]
 
 
 def _sweep_trials(trials: pd.DataFrame, store: ResultsStore, name: str, report: Callable[[str], None]) -> pd.DataFrame:
@@ -109,7 +130,7 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--datasets", help="comma-separated dataset names")
     group.add_argument("--algorithms", help="comma-separated algorithm names")
     group.add_argument("--ablations", help="comma-separated ablations (none = each method's own mask)")
-    group.add_argument("--seeds", help="a list 0,1,2 or a range 0:3 (stop excluded)")
+    group.add_argument("--seeds", help="a list 0,1,2 or a range 0:2 (both ends included)")
 
 
 def selection_from_args(args: argparse.Namespace) -> Selection:

@@ -226,8 +226,12 @@ def readings(results: Results, reference: Optional[str] = None) -> Readings:
         cost=tables.cost_table(trials), reference=chosen, settings=settings, selected=selected)
 
 
+def shared_trials(trials: pd.DataFrame) -> int:
+    return int(trials.loc[trials["shared_dense"].astype(bool), "trial_id"].nunique()) if "shared_dense" in trials else 0
+
+
 def document(results: Results, numbers: Readings, latex: bool = False) -> List[Block]:
-    trials = results.trials
+    trials = tables.once_per_trial(results.trials)  # a shared dense trial is one trial, however many 1x points
     trained = tables.trained(trials)
     diverged = int((trials["status"] == "diverged").sum())
     title = f"Results summary: {results.location}" + (f" ({results.selection})" if results.selection else "")
@@ -235,7 +239,9 @@ def document(results: Results, numbers: Readings, latex: bool = False) -> List[B
         (1, title),
         f"{len(trials)} trials ({len(trained)} trained to completion, {diverged} diverged, "
         f"{len(trials) - len(trained) - diverged} pruned only); models: {', '.join(sorted(trials['model'].unique()))}; "
-        f"datasets: {', '.join(sorted(trials['dataset'].unique()))}.",
+        f"datasets: {', '.join(sorted(trials['dataset'].unique()))}."
+        + (f" At 1x every prune-at-init algorithm trains the unpruned network: {shared} shared trial(s) stand as "
+           f"each algorithm's 1x point." if (shared := shared_trials(results.trials)) else ""),
         f"Accuracy tables, paired differences and critical compressions use the default settings only: "
         f"{numbers.settings}.",
     ]

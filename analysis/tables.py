@@ -15,7 +15,7 @@ from analysis import stats
 from analysis.load import (ablation_of, default_settings, most_common_iterations, restrict_to_common_training,
                            with_default_prune_settings)
 from analysis.style import algorithm_order
-from common.vocabulary import ABLATIONS, DEFAULT_ABLATION, WEIGHT_KINDS
+from common.vocabulary import ABLATIONS, DEFAULT_ABLATION, DENSE_ABLATION, DENSE_ALGORITHM, WEIGHT_KINDS
 
 PANEL = ["model", "dataset"]
 ACCURACY_COLUMNS = ["top1_mean", "top1_min", "top1_max", "top1_std", "top1_ci", "top1_ci_low", "top1_ci_high",
@@ -243,6 +243,7 @@ def cost_table(trials: pd.DataFrame) -> pd.DataFrame:
                "gpu_hours", "hours"]
     if trials.empty:
         return pd.DataFrame(columns=columns)
+    trials = once_per_trial(trials)
     seconds = trials["prune_seconds"] + trials["train_seconds"]
     frame = trials.assign(ablations=ablation_of(trials) != DEFAULT_ABLATION, seconds=seconds,
                           gpu_hours=seconds * trials["gpus"] / 3600.0, hours=seconds / 3600.0)
@@ -255,6 +256,16 @@ def cost_table(trials: pd.DataFrame) -> pd.DataFrame:
         gpu_hours=("gpu_hours", "sum"), hours=("hours", "sum"),
     ).reset_index()
     return _order_algorithms(cost[columns], also=PANEL)
+
+
+def once_per_trial(trials: pd.DataFrame) -> pd.DataFrame:
+    """Each trial once: a shared dense trial, which stands as every algorithm's 1x row, is billed as itself."""
+    if "shared_dense" not in trials or not trials["shared_dense"].any():
+        return trials
+    shared = trials[trials["shared_dense"].astype(bool)].drop_duplicates("trial_id")
+    shared = shared.assign(algorithm=DENSE_ALGORITHM, iterations=1,
+                           ablation=ablation_of(shared).map(lambda a: DENSE_ABLATION.get(a, a)))
+    return pd.concat([trials[~trials["shared_dense"].astype(bool)], shared], ignore_index=True)
 
 
 def learning_curves(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:

@@ -61,12 +61,14 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def ours_images_per_second(name, shape, device, batch_size, steps, warmup, precision="auto", images=None) -> float:
+def ours_images_per_second(name, shape, device, batch_size, steps, warmup, precision="auto", images=None,
+                           info=None) -> float:
+    """`info`: the dataset's DatasetInfo (its augmentation and normalisation), CIFAR's at `shape` if not given."""
     images, labels = images if images is not None else synthetic_images(max(batch_size * (steps + warmup), 2048), shape)
     model = build_model(name, shape, 10, seed=0).to(device)
     masks = prune_model(model, "magnitude", 10.0, shape).masks
     trainer = Trainer(model, masks, TrainSpec(epochs=1, batch_size=batch_size, lr=0.01, precision=precision), device)
-    info = cifar_like_info(shape)
+    info = info if info is not None else cifar_like_info(shape)
     batches = data.TensorBatches(images, labels, info, batch_size, device, train=True, seed=0, drop_last=True)
     trainer.train_epoch(itertools.islice(iter(batches), warmup))
     sync(device)

@@ -1,9 +1,14 @@
 """The checks behind every "bad value" message: one wording, one place."""
 from __future__ import annotations
 
+import difflib
 import math
 import operator
 from typing import Any, Iterable
+
+
+class UsageError(ValueError):
+    """Bad input: one line, exit code 2."""
 
 
 def check_number(what: str, value: Any, minimum: float, maximum: float, integer: bool = False) -> None:
@@ -28,8 +33,15 @@ def integer_at_least(what: str, value: Any, minimum: int = 1) -> int:
     return number
 
 
+def did_you_mean(value: Any, choices: Iterable[Any]) -> str:
+    """' (did you mean 'synflow'?)' for the closest choice to a mistyped value, or ''."""
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def check_choice(what: str, value: Any, choices: Iterable[Any]) -> None:
-    """`value` is one of `choices`; the message lists them all."""
+    """`value` is one of `choices`; the message names the closest and lists them all."""
     choices = list(choices)
     if value not in choices:
-        raise ValueError(f"unknown {what} {value!r}; valid {what}s: {', '.join(map(str, choices))}")
+        raise ValueError(f"unknown {what} {value!r}{did_you_mean(value, choices)}; valid {what}s: "
+                         f"{', '.join(map(str, choices))}")

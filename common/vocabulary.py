@@ -12,8 +12,28 @@ SCHEDULES = ("exponential", "linear")
 SCOPES = ("global", "local")
 PRUNE_MODES = ("eval", "train")
 PRECISIONS = ("auto", "fp32", "bf16")
+# The built-in names of each registry, known without importing torch (tests keep them equal to the registries),
+# so the sweep checks a grid's names before anything heavy loads.
+BUILTIN_MODELS = ("conv", "imagenet_resnet50", "imagenet_vgg16", "imagenet_vgg19", "mlp", "resnet110", "resnet18",
+                  "resnet20", "resnet32", "resnet44", "resnet56", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16",
+                  "vgg16_bn", "vgg19", "vgg19_bn", "wide_resnet18")
+BUILTIN_DATASETS = ("cifar10", "cifar100", "digits", "imagenet", "mnist", "synthetic", "tiny_imagenet")
+BUILTIN_ALGORITHMS = ("dense", "force", "grasp", "grasp_abs", "imp", "magnitude", "random", "snip", "synflow")
+
+# `dense` trains the network at its initialization, unpruned. Every prune-at-init algorithm at compression 1 keeps
+# every weight and leaves the weights as they were (a scorer may not change the model), so they all train this
+# one network: a sweep runs it once, as a `dense` trial, and the analysis draws each algorithm's 1x point from it.
+DENSE_ALGORITHM = "dense"
+# Algorithms that do not prune at initialization: their 1x trials are their own (imp trains before it cuts).
+OWN_DENSE_TRIAL = ("imp",)
+
 # Sanity-check ablations of a pruned network (Frankle et al. 2021; Su et al. 2020): `none` is the method itself.
 ABLATIONS = ("none", "shuffle", "reinit", "invert", "layerwise_random")
+# What each ablation does to a full mask (compression 1): shuffle, invert and layerwise_random permute or re-draw
+# a mask that keeps everything, so nothing changes and the trial is the dense one; reinit draws new weights, so
+# its dense trial is its own (one per seed, shared by every algorithm).
+DENSE_ABLATION = {"none": "none", "shuffle": "none", "invert": "none", "layerwise_random": "none",
+                  "reinit": "reinit"}
 
 DEFAULT_SCHEDULE = "exponential"
 DEFAULT_SCOPE = "global"

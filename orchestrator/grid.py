@@ -18,9 +18,11 @@ from common.checks import check_choice, check_number
 from common.registry import Registry
 from common.vocabulary import ABLATIONS, DEFAULT_ABLATION, DEFAULT_PRUNE_MODE
 from trainables.specs import MAX_LEVELS, DataSpec, ModelSpec, PruneSpec, TrainSpec, TrialSpec
-from trainables.training import FALLBACK_RECIPE, paper_recipe
+from trainables.recipes import FALLBACK_RECIPE, paper_recipe
 
 ALL_ALGORITHMS = ("synflow", "snip", "grasp", "magnitude", "random")
+# The axes of a grid, as the sweep's options name them: a sweep given all of them keeps nothing of its preset's grid.
+GRID_AXES = ("models", "datasets", "algorithms", "log10_compressions", "seeds")
 DEFAULT_IMP_LEVELS = 3
 # A grid larger than this is a typo (10x the paper's fig6 grid is 23,400): refused before it is materialised.
 MAX_TRIALS = 100_000
@@ -56,6 +58,7 @@ class SweepSpec:
     train_overrides: Tuple[Tuple[str, object], ...] = ()
     description: str = ""
     also: Tuple["SweepSpec", ...] = ()  # more grids run as part of this sweep (other pairs, other variants)
+    origin: str = ""  # the preset a renamed sweep was made from (its recipe's source); "" for the preset itself
 
     def __post_init__(self) -> None:
         for axis in ("models", "datasets", "algorithms", "log10_compressions", "seeds"):
@@ -78,7 +81,7 @@ class SweepSpec:
 
     def recipe_source(self, model: str, dataset: str) -> str:
         if self.train is not None:
-            return f"the {self.name} preset's recipe"
+            return f"the {self.origin or self.name} preset's recipe"
         try:
             paper_recipe(model, dataset)
             return "the paper's recipe"
@@ -107,7 +110,33 @@ class SweepSpec:
         return [own] + [p for part in self.also for p in part.parts()]
 
     def trials(self) -> List[TrialSpec]:
-        """Every trial of every grid, in a stable order, without duplicates."""
+        """The trials to run, in a stable order: each distinct network once.
+
+        Every trial of the grid that trains the unpruned network (compression 1
+        of a prune-at-init algorithm, see `TrialSpec.shared_dense`) is replaced
+        by the one `dense` trial of its (model, data, recipe, seed).
+        """
+        seen: Dict[str, TrialSpec] = {}
+        for spec in self.own_trials():
+            shared = spec.shared_dense() or spec
+            seen.setdefault(shared.trial_id, shared)
+        return list(seen.values())
+
+    def shared_dense_members(self) -> Dict[str, List[str]]:
+        """Each shared dense trial's id -> the ids of the grid's own trials it stands for.
+
+        A store written before dense trials were shared holds those: any of
+        them counts as the dense trial done, so nothing stored runs again.
+        """
+        members: Dict[str, List[str]] = {}
+        for spec in self.own_trials():
+            shared = spec.shared_dense()
+            if shared is not None:
+                members.setdefault(shared.trial_id, []).append(spec.trial_id)
+        return members
+
+    def own_trials(self) -> List[TrialSpec]:
+        """Every trial of every grid with its own description (1x trials not yet shared), stable, no duplicates."""
         seen: Dict[str, TrialSpec] = {}
         for part in self.parts():
             for model in part.models:

@@ -2,7 +2,7 @@
 
     python -m orchestrator.sweep                       # the offline quickstart preset, local Ray, CPU
     python -m orchestrator.sweep --preset fig6 --store s3://bucket/results --storage-path s3://bucket/ray
-    python -m orchestrator.sweep --preset fig1 --seeds 0:5 --dry-run   # what would run, and what is done
+    python -m orchestrator.sweep --preset fig1 --seeds 0:4 --dry-run   # what would run, and what is done
     python -m orchestrator.sweep --preset fig6 --resume                # continue an interrupted sweep
 
 Progress belongs to the project: the store says which trials are done, and
@@ -17,20 +17,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
+import os
 import re
 import sys
 from collections import Counter
 from typing import List, Optional
 
+# Only torch-free modules up to here: arguments, names and ranges are checked before torch, Ray or pandas load,
+# so a typo is reported at once (benchmarks/cli_latency.py measures it).
+from common.axes import RANGE_RULE
+from common.checks import UsageError
 from common.cli import OneLineArgumentParser, program
 from common.plugins import load_plugins
-from orchestrator.grid import PRESETS, SweepSpec, with_overrides
-from orchestrator.plan import UsageError, check_datasets, data_dir, plan, print_plan
-from orchestrator.resources import ResourcePolicy
-from orchestrator.tune_run import checkpoint_root, format_seconds, free_finished_checkpoints, launch, summarize
-from results_store import ResultsStore, StoreError, check_writable, record_grid
+from orchestrator.grid import GRID_AXES, PRESETS, SweepSpec, with_overrides
 
 
 DEFAULT_STORE = "results"
@@ -49,13 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="presets: " + "; ".join(f"{n}: {PRESETS[n].description}" for n in PRESETS.names()))
     ap.add_argument("--preset", default="quickstart", help=f"one of: {', '.join(PRESETS.names())} (default quickstart)")
-    axes = ap.add_argument_group("grid overrides (replace the preset's axis)")
+    axes = ap.add_argument_group(f"grid overrides (replace the preset's axis; each is {RANGE_RULE})")
     axes.add_argument("--models", help="comma-separated model names")
     axes.add_argument("--datasets", help="comma-separated dataset names")
     axes.add_argument("--algorithms", help="comma-separated: synflow, snip, grasp, magnitude, random, force, "
                                            "grasp_abs, imp, or a plugin's")
-    axes.add_argument("--log10-compressions", help="a list 0,0.5,1 or a range start:stop:step like 0:3:0.25")
-    axes.add_argument("--seeds", help="a list 0,1,2 or a range 0:3 (stop excluded)")
+    axes.add_argument("--log10-compressions", help="a list 0,0.5,1 or a range like 0:3:0.25 (both ends included)")
+    axes.add_argument("--seeds", help="a list 0,1,2 or a range like 0:2 (both ends included)")
     axes.add_argument("--iterations", type=int, help="pruning rounds for every algorithm")
     axes.add_argument("--levels", type=int, help="train-prune-rewind levels for imp (default 3)")
     axes.add_argument("--ablations", help="comma-separated sanity checks, every algorithm under each: "
@@ -108,9 +110,24 @@ def resolve_sweep(args: argparse.Namespace) -> SweepSpec:
         if not _LABEL.match(args.name) or ".." in args.name:
             raise UsageError(f"bad --name {args.name!r}; a label of letters, digits, '_', '.', '-' (at most 64, "
                              f"starting with a letter or digit)")
-        sweep = dataclasses.replace(sweep, name=args.name)
+        sweep = dataclasses.replace(sweep, name=args.name, origin=args.preset)
+    elif all(getattr(args, axis) is not None for axis in GRID_AXES):
+        # Nothing of the preset's grid is left: its name would say a grid that did not run.
+        digest = hashlib.sha256(",".join(sorted(t.trial_id for t in sweep.trials())).encode()).hexdigest()[:6]
+        sweep = dataclasses.replace(sweep, name=f"custom-{digest}", origin=args.preset)
     check_driver_numbers(args)
     return sweep
+
+
+def naming_note(args: argparse.Namespace, sweep: SweepSpec) -> str:
+    """How the sweep got its name, when the command line changed what the preset's name would say."""
+    given = [f"--{axis.replace('_', '-')}" for axis in GRID_AXES if getattr(args, axis) is not None]
+    if sweep.origin and args.name is None:
+        return (f"named {sweep.name}: every grid axis was given on the command line, so the {args.preset} preset "
+                f"gives only its recipe; select it with --sweep {sweep.name}, or choose a name with --name")
+    if given and args.name is None:
+        return f"the {args.preset} preset with {', '.join(given)} from the command line"
+    return ""
 
 
 def check_driver_numbers(args: argparse.Namespace) -> None:
@@ -132,11 +149,23 @@ def interrupted_message(args: argparse.Namespace) -> str:
             f"continue the others from their checkpoints")
 
 
+def data_dir(args: argparse.Namespace) -> str:
+    from orchestrator.plan import data_dir as resolved
+
+    return resolved(args)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        plugins = load_plugins(args.plugins)
+        plugins = load_plugins(args.plugins)  # a plugin's names join the registries before the grid is checked
         sweep = resolve_sweep(args)
+        # The arguments hold: now the heavy imports (torch, Ray, pyarrow).
+        from orchestrator.plan import add_bill, check_datasets, plan, print_plan, seen_resources
+        from orchestrator.resources import ResourcePolicy
+        from orchestrator.tune_run import checkpoint_root, free_finished_checkpoints, launch, summarize
+        from results_store import ResultsStore, check_writable, record_grid
+
         store = ResultsStore(args.store)
         if not args.dry_run:
             store.check_writable()
@@ -145,16 +174,21 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 cpus_per_trial=args.cpus_per_trial)
         the_plan = plan(sweep, store, policy)
         the_plan["plugin_modules"] = plugins
+        the_plan["named"] = naming_note(args, sweep)
         for line in the_plan["quarantined"]:
             print(f"[{sweep.name}] {line}: that trial will run again", file=sys.stderr)
         if args.dry_run:
             the_plan["datasets"] = check_datasets(the_plan["datasets_needed"], data_dir(args), download=False)
+            seen = seen_resources(args.address or os.environ.get("RAY_ADDRESS"), args.num_cpus)
+            add_bill(the_plan, store, ResourcePolicy(cluster_has_gpus=seen.gpus > 0 and args.gpus_per_trial != 0,
+                                                     gpus_per_trial=args.gpus_per_trial,
+                                                     cpus_per_trial=args.cpus_per_trial),
+                     seen, args.max_concurrent, args.keep_checkpoints)
             print_plan(the_plan, args.json,
                        "" if args.json else "GPU shares apply on a cluster with GPUs; without GPUs every trial runs on CPU")
             return 0
         # Before anything runs: the analysis selects this sweep by these ids, including trials stored by others.
-        record_grid(store, sweep.name, [t.trial_id for t in the_plan["all_specs"]], sys.argv[1:] if argv is None
-                    else argv)
+        record_grid(store, sweep.name, the_plan["grid_ids"], sys.argv[1:] if argv is None else argv)
         if not args.keep_checkpoints:
             free_finished_checkpoints(args.storage_path, the_plan["done_ids"])
         outcome = {"sweep": sweep.name, "ran": 0, "seconds": 0.0, "errored": [], "interrupted": False}
@@ -164,11 +198,18 @@ def main(argv: Optional[List[str]] = None) -> int:
                 missing = [why for why in the_plan["datasets"].values() if why != "ready"]
                 if missing:
                     print(f"error: {missing[0]} (or pass --skip-data-check if only the workers hold it)", file=sys.stderr)
-                    return 1
+                    return 2
             outcome.update(launch(args, sweep, store, the_plan))
         elif not args.json:
             print_plan(the_plan, False, "")
-    except (ValueError, StoreError) as exc:
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from results_store import StoreError  # imported here: the store (pandas) loads only past the checks
+
+        if not isinstance(exc, StoreError):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -180,8 +221,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if outcome["interrupted"]:
         print(interrupted_message(args), file=sys.stderr)
         return 130
+    from orchestrator.tune_run import format_seconds
+
     outcome["in_store_before"] = the_plan["done"]
-    summary = summarize({t.trial_id for t in the_plan["all_specs"]}, store, outcome)
+    summary = summarize(set(the_plan["stored_ids"].values()), store, outcome)
     if args.json:
         print(json.dumps(summary))
     elif not summary["ran"]:

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import os
 import sys
 import time
 import uuid
 from collections import Counter
-from typing import Dict, Sequence
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from common.plugins import Plugin
 from orchestrator.cluster import check_feasible, connect, node_capacities
 from orchestrator.grid import SweepSpec
-from orchestrator.plan import data_dir, print_plan, resource_asks
+from orchestrator.plan import add_bill, cluster_resources, data_dir, print_plan, resource_asks
 from orchestrator.resources import ResourcePolicy, trial_resources
 from results_store import ResultsStore, filesystem_for
 from trainables.specs import TrialSpec
@@ -41,49 +43,179 @@ def format_seconds(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
-def make_progress(total: int, name: str, stream=sys.stderr, interval: float = 5.0):
+FINAL_STATUSES = ("completed", "diverged", "failed", "already_in_store")  # a trial's last report says one of these
+
+
+@dataclass
+class TrialClock:
+    """One trial as its own reports tell it: this attempt's start, its end, and how far it got."""
+
+    started_at: Optional[float] = None
+    ended_at: Optional[float] = None  # the trial's finish, or when the driver learnt its attempt failed
+    fraction: float = 0.0  # of its epochs done (a prune-only trial: 0 until finished)
+    fraction_before: Optional[float] = None  # done before this run (resumed from a checkpoint of an earlier run)
+    outcome: Optional[str] = None  # "done" or "failed" once finished
+
+
+def running_at(intervals: Iterable[Tuple[Optional[float], Optional[float]]], now: float) -> int:
+    """How many (start, end) intervals cover `now`: a trial with no known start is not running yet, one with no
+    known end still is."""
+    return sum(1 for start, end in intervals if start is not None and start <= now and (end is None or end > now))
+
+
+def running_during(intervals: Iterable[Tuple[Optional[float], Optional[float]]], since: float, now: float) -> int:
+    """How many trials ran at once between `since` and `now`, on average (rounded): the trial-seconds in the
+    window over its length. Short trials run back to back in each slot, so at any instant one slot may be
+    between trials; the average counts the slots in use. A window of no length is the instant `now`."""
+    if now <= since:
+        return running_at(intervals, now)
+    busy = 0.0
+    for start, end in intervals:
+        if start is None:
+            continue
+        busy += max(0.0, min(now if end is None else end, now) - max(start, since))
+    return int(round(busy / (now - since)))
+
+
+def eta_seconds(total_cost: float, work: Iterable[Tuple[float, float, float]], elapsed: float) -> Optional[float]:
+    """Seconds left at the rate this run has done cost so far, or None before it has done any.
+
+    `work` holds (expected cost, fraction done, fraction done before this run) for each trial heard from;
+    the trials not in it have all their cost left. Weighting by cost, not by count, keeps a few cheap trials
+    finishing first from promising an early end (nor a few dear ones a late one)."""
+    done_ever = done_here = 0.0
+    for cost, fraction, before in work:
+        done_ever += cost * fraction
+        done_here += cost * max(fraction - before, 0.0)
+    if done_here <= 0 or elapsed <= 0:
+        return None
+    return max(total_cost - done_ever, 0.0) / (done_here / elapsed)
+
+
+def resolved_costs(expected_cost: Optional[Mapping[str, Optional[float]]]) -> Tuple[Dict[str, float], float]:
+    """(cost per trial id, the cost of a trial with none): unknown costs are the mean of the known ones, all 1
+    when none is known."""
+    known = {k: float(v) for k, v in (expected_cost or {}).items()
+             if v is not None and math.isfinite(float(v)) and float(v) >= 0}
+    default = sum(known.values()) / len(known) if known else 1.0
+    if not any(known.values()):  # all zero: weights would say nothing
+        known, default = {}, 1.0
+    return {k: known.get(k, default) for k in (expected_cost or {})}, default
+
+
+def make_progress(total: int, name: str, stream=None, interval: float = 5.0,
+                  expected_cost: Optional[Mapping[str, Optional[float]]] = None):
+    """The progress callback of a run of `total` trials; `expected_cost` maps this run's trial ids to their
+    expected cost in any one unit (seconds, FLOPs); without it every trial weighs the same. Lines go to `stream`,
+    else to sys.stderr as it is when printing (the Tuner pickles its callbacks: none may hold a stream)."""
     from ray.tune import Callback
 
+    costs, default_cost = resolved_costs(expected_cost)
+    total_cost = sum(costs.values()) + max(total - len(costs), 0) * default_cost
+
     class Progress(Callback):
-        """One line of progress every few seconds: done/total, running, failed, ETA."""
+        """One line of progress every few seconds: done/total, running, failed, ETA.
+
+        Running and done come from the trials' own reported start and finish times, not from Tune's trial
+        states (which lag behind with reused actors); each printed (time, running) is kept in `samples`."""
 
         def __init__(self) -> None:
             self.start = time.time()
-            self.done = 0
-            self.failed = 0
+            self.clocks: Dict[str, TrialClock] = {}
             self.restarted = 0
             self.last_print = 0.0
+            self.samples: List[Tuple[float, int]] = []
+            self.keys: Dict[str, str] = {}  # Tune's trial id -> the project's
+
+        def setup(self, **info):
+            self.start = time.time()  # the Tune run's start, not this object's: the rate counts running time
+
+        def clock(self, trial, result: Optional[Dict] = None) -> TrialClock:
+            """The trial's clock, by the project's trial id (from its reports, else from its spec)."""
+            key = (result or {}).get("spec_id") or self.keys.get(trial.trial_id)
+            if key is None:
+                try:
+                    key = TrialSpec.from_dict(trial.config["spec"]).trial_id
+                except Exception:  # a spec the trial itself fails on: Tune's id will do
+                    key = trial.trial_id
+            self.keys[trial.trial_id] = key
+            return self.clocks.setdefault(key, TrialClock())
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            clock = self.clock(trial, result)
+            started = result.get("attempt_started_at")
+            if started is not None and started != clock.started_at and clock.outcome is None:
+                clock.started_at, clock.ended_at = started, None  # a new attempt replaces the old
+            epochs = ((trial.config.get("spec") or {}).get("train") or {}).get("epochs")
+            if result.get("epoch") is not None and epochs:
+                clock.fraction = min(max(result["epoch"] / epochs, 0.0), 1.0)
+                if clock.fraction_before is None and result.get("resumed_from_epoch") is not None:
+                    clock.fraction_before = min(result["resumed_from_epoch"] / epochs, 1.0)
+            if result.get("status") in FINAL_STATUSES:
+                self.finish(clock, result["status"], result.get("finished_at"))
+                self.maybe_print(force=self.all_finished())
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            if (trial.last_result or {}).get("status") == "failed":
-                self.failed += 1
-            else:
-                self.done += 1
-            self.maybe_print(trials, force=True, ending=trial)
+            clock = self.clock(trial)
+            if clock.outcome is None:  # no final report arrived: ended now
+                self.finish(clock, (trial.last_result or {}).get("status") or "failed", None)
+                self.maybe_print(force=self.all_finished())
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            self.failed += 1
-            self.maybe_print(trials, force=True, ending=trial)
+            self.finish(self.clock(trial), "failed", None)  # Tune gave up on it: finished when we learn it
+            self.maybe_print(force=self.all_finished())
+
+        def all_finished(self) -> bool:
+            """Every trial has ended: the last line is printed then, whatever the interval."""
+            return sum(1 for c in self.clocks.values() if c.outcome is not None) >= total
 
         def on_trial_recover(self, iteration, trials, trial, **info):
             self.restarted += 1
+            clock = self.clock(trial)
+            if clock.ended_at is None:
+                clock.ended_at = time.time()  # this attempt is over; the next one's first report starts it again
 
         def on_step_end(self, iteration, trials, **info):
-            self.maybe_print(trials)
+            self.maybe_print()
 
-        def maybe_print(self, trials, force: bool = False, ending=None) -> None:
+        @staticmethod
+        def finish(clock: TrialClock, status: str, finished_at: Optional[float]) -> None:
+            """Done for good: none of its cost is left. Only a completed trial worked its way there; the epochs a
+            diverged, failed or already stored trial skips are no work of this run's, so they leave the rate be."""
+            if clock.outcome is not None:
+                return
+            clock.outcome = "failed" if status == "failed" else "done"
+            clock.ended_at = finished_at if finished_at is not None else time.time()
+            if status != "completed":
+                clock.fraction_before = (clock.fraction_before or 0.0) + (1.0 - clock.fraction)
+            clock.fraction = 1.0
+
+        def running(self, now: float) -> int:
+            """Trials running at once over the last interval, on average (an interval of 0: the instant); none
+            once every trial has ended."""
+            if self.all_finished():
+                return 0
+            return running_during([(c.started_at, c.ended_at) for c in self.clocks.values()],
+                                  max(now - interval, self.start), now)
+
+        def eta(self, now: float) -> Optional[float]:
+            work = [(costs.get(key, default_cost), c.fraction, c.fraction_before or 0.0)
+                    for key, c in self.clocks.items()]
+            return eta_seconds(total_cost, work, now - self.start)
+
+        def maybe_print(self, force: bool = False) -> None:
             now = time.time()
             if not force and now - self.last_print < interval:
                 return
             self.last_print = now
-            running = sum(1 for t in trials if t.status == "RUNNING" and t is not ending)
-            elapsed = now - self.start
-            finished = self.done + self.failed
-            eta = elapsed / finished * (total - finished) if finished else None
-            print(f"[{name}] {self.done}/{total} done, {running} running, {self.failed} failed"
+            running = self.running(now)
+            self.samples.append((now, running))
+            outcomes = Counter(c.outcome for c in self.clocks.values())
+            elapsed, eta = now - self.start, self.eta(now)
+            print(f"[{name}] {outcomes['done']}/{total} done, {running} running, {outcomes['failed']} failed"
                   + (f", {self.restarted} restarted" if self.restarted else "")
                   + f", {format_seconds(elapsed)} elapsed" + (f", ETA {format_seconds(eta)}" if eta is not None else ""),
-                  file=stream, flush=True)
+                  file=stream or sys.stderr, flush=True)
 
     return Progress()
 
@@ -115,8 +247,10 @@ def unique_run_name(sweep_name: str) -> str:
 
 
 def run_sweep(args: argparse.Namespace, sweep: SweepSpec, store: ResultsStore, to_run: Sequence[TrialSpec],
-              policy: ResourcePolicy, plugins: Sequence[Plugin] = ()) -> Dict:
-    """One fresh Tune run over the trials not in the store; each continues from its own newest checkpoint."""
+              policy: ResourcePolicy, plugins: Sequence[Plugin] = (),
+              expected_cost: Optional[Mapping[str, Optional[float]]] = None) -> Dict:
+    """One fresh Tune run over the trials not in the store; each continues from its own newest checkpoint.
+    `expected_cost` (trial id -> cost in any one unit) weighs the progress line's ETA."""
     from ray import tune
     from ray.tune import PlacementGroupFactory
 
@@ -128,7 +262,8 @@ def run_sweep(args: argparse.Namespace, sweep: SweepSpec, store: ResultsStore, t
         return PlacementGroupFactory([trial_resources(TrialSpec.from_dict(config["spec"]), policy)])
 
     run_name = unique_run_name(sweep.name)
-    progress = make_progress(len(to_run), sweep.name)
+    progress = make_progress(len(to_run), sweep.name,
+                             expected_cost={t.trial_id: (expected_cost or {}).get(t.trial_id) for t in to_run})
     tuner = tune.Tuner(
         tune.with_resources(run_trial, resources),
         param_space={
@@ -194,6 +329,7 @@ def launch(args: argparse.Namespace, sweep: SweepSpec, store: ResultsStore, the_
                             gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial)
     the_plan["resources"] = resource_asks(the_plan["to_run_specs"], policy)  # now that the GPUs are known
     check_feasible([r["per_trial"] for r in the_plan["resources"]], node_capacities())
+    add_bill(the_plan, store, policy, cluster_resources(where), args.max_concurrent, args.keep_checkpoints)
     if not args.json:
         print_plan(the_plan, False, f"on {where}")
-    return run_sweep(args, sweep, store, the_plan["to_run_specs"], policy, plugins)
+    return run_sweep(args, sweep, store, the_plan["to_run_specs"], policy, plugins, the_plan.get("expected_cost"))

@@ -27,7 +27,8 @@ import pytest
 from results_store import ResultsStore
 from trainables.checkpoints import TrialCheckpoints
 
-GRID = ["--models", "mlp", "--algorithms", "synflow,magnitude,snip", "--log10-compressions", "0,1", "--seeds", "0",
+# Above 1x: six trials that each prune (at 1x the three would be one shared dense trial).
+GRID = ["--models", "mlp", "--algorithms", "synflow,magnitude,snip", "--log10-compressions", "1,2", "--seeds", "0",
         "--epochs", "4", "--batch-size", "32", "--num-cpus", "2"]
 GRID_TRIALS, GRID_EPOCHS = 6, 4
 METRICS = ["train_loss", "test_loss", "top1", "top5", "lr"]

@@ -467,7 +467,7 @@ def test_cli_table_and_default_iterations():
 
 @pytest.mark.parametrize("args,needle", [
     (["--model", "nope"], "unknown model 'nope'; valid models: "),
-    (["--algorithm", "nope"], "unknown algorithm 'nope'; valid algorithms: force, grasp, grasp_abs, imp, magnitude, random, snip, synflow"),
+    (["--algorithm", "nope"], "unknown algorithm 'nope'; valid algorithms: dense, force, grasp, grasp_abs, imp, magnitude, random, snip, synflow"),
     (["--dataset", "nope"], "unknown dataset 'nope'; valid datasets: "),
     (["--log10-compression", "-0.5"], "log10_compression must be a finite number in [0, 12]"),
     (["--log10-compression", "7"], "compression 1e+07 is above the number of prunable weights (17400)"),

@@ -21,6 +21,12 @@ PINNED = {
     "quickstart_first": "32da026f74b019e9",
     "shuffle": "26ced4ed61126a87",
 }
+# The quickstart's shared dense trials (mlp and conv, seeds 0 and 1; and mlp's reinit ones), which stand for every
+# algorithm's 1x trial, and the sha256 of the shared grid's 118 sorted ids.
+PINNED_DENSE = {("mlp", 0, "none"): "a3badd32e7f74114", ("mlp", 1, "none"): "9b5f99f3caf1a983",
+                ("conv", 0, "none"): "38ba48216ff6f6e6", ("conv", 1, "none"): "c85ecca483cf6835",
+                ("mlp", 0, "reinit"): "b8898456b4d8dac8", ("mlp", 1, "reinit"): "52b139d305177c6e"}
+PINNED_QUICKSTART_SHARED = "4500ce12d0012b04"
 # sha256 of the quickstart preset's 100 sorted trial ids, joined by commas (first 16 hex digits): the grid as it was
 # before ablations joined it (its trials with ablation none), so a store written then is still "done".
 PINNED_QUICKSTART = "2d0a14d23e40f89d"
@@ -41,11 +47,41 @@ def test_trial_ids_are_pinned():
     assert spec(log10_compression=2.5, algorithm="snip").trial_id == PINNED["snip_2.5"]
     assert TrialSpec(ModelSpec("mlp"), DataSpec("digits"), PruneSpec("random", 0.0), seed=3).trial_id == PINNED["mlp"]
     assert spec(log10_compression=1.0, ablation="shuffle").trial_id == PINNED["shuffle"]
-    quickstart = PRESETS["quickstart"].trials()
+    # Each trial with its own description: the grid as stores written before dense trials were shared hold it.
+    quickstart = PRESETS["quickstart"].own_trials()
     assert quickstart[0].trial_id == PINNED["quickstart_first"]
     ids = sorted(t.trial_id for t in quickstart if t.prune.ablation == "none")
     assert len(ids) == 100 and len(quickstart) == 140  # + synflow's 4 ablations on mlp
     assert hashlib.sha256(",".join(ids).encode()).hexdigest()[:16] == PINNED_QUICKSTART
+
+
+def test_shared_dense_ids_are_pinned_and_stand_for_every_algorithms_1x_trial():
+    shared = PRESETS["quickstart"].trials()
+    dense = {(t.model.name, t.seed, t.prune.ablation): t.trial_id for t in shared if t.prune.algorithm == "dense"}
+    assert dense == PINNED_DENSE
+    assert len(shared) == 140 - 22  # 22 of the 28 1x trials were the same 6 networks
+    assert hashlib.sha256(",".join(sorted(t.trial_id for t in shared)).encode()).hexdigest()[:16] \
+        == PINNED_QUICKSTART_SHARED
+    # The trials above 1x keep their ids: they are the own grid's.
+    own = {t.trial_id for t in PRESETS["quickstart"].own_trials() if t.prune.log10_compression > 0}
+    assert own == {t.trial_id for t in shared if t.prune.algorithm != "dense"}
+    # Every 1x trial of a prune-at-init algorithm maps to its network's dense trial; reinit to a reinit one.
+    members = PRESETS["quickstart"].shared_dense_members()
+    assert sorted(len(m) for m in members.values()) == [1, 1, 5, 5, 5 + 3, 5 + 3]  # conv; mlp + 3 ablations
+    one_x = {t.trial_id: t for t in PRESETS["quickstart"].own_trials() if t.prune.log10_compression == 0}
+    for dense_id, ids in members.items():
+        networks = {(one_x[i].model.name, one_x[i].seed, one_x[i].prune.ablation == "reinit") for i in ids}
+        assert len(networks) == 1
+    imp = TrialSpec(ModelSpec("mlp"), DataSpec("digits"), PruneSpec("imp", 0.0, levels=2), seed=0)
+    assert imp.shared_dense() is None  # imp trains before it cuts: its 1x trial is its own
+
+
+def test_dense_is_only_unpruned_and_only_under_ablations_that_can_change_it():
+    with pytest.raises(ValueError, match="algorithm 'dense' trains the network unpruned, at log10 compression 0; got 1"):
+        PruneSpec("dense", 1.0)
+    with pytest.raises(ValueError, match="ablation 'shuffle' cannot change an unpruned network; valid for dense: "
+                                         "none, reinit"):
+        PruneSpec("dense", 0.0, ablation="shuffle")
 
 
 def test_defaults_left_out_of_the_id_never_change():
@@ -101,12 +137,12 @@ def test_round_trip_through_dict():
 
 
 @pytest.mark.parametrize("make,needle", [
-    (lambda: ModelSpec("vgg17"), "unknown model 'vgg17'; valid models: "),
+    (lambda: ModelSpec("vgg17"), "unknown model 'vgg17' (did you mean 'vgg19'?); valid models: "),
     (lambda: DataSpec("svhn"), "unknown dataset 'svhn'; valid datasets: "),
     (lambda: DataSpec("cifar10", num_classes=5), "only be set for dataset 'synthetic'"),
     (lambda: DataSpec("synthetic", input_shape=(3, 10**6, 32)), "input_shape entry must be an integer in [1, 4096]"),
     (lambda: DataSpec("synthetic", size=10**12), "size must be an integer in [1, 1e+07]"),
-    (lambda: PruneSpec("snap"), "unknown algorithm 'snap'; valid algorithms: force, grasp, grasp_abs, imp, magnitude, random, snip, synflow"),
+    (lambda: PruneSpec("snap"), "unknown algorithm 'snap' (did you mean 'snip'?); valid algorithms: dense, force, grasp, grasp_abs, imp, magnitude, random, snip, synflow; your own algorithm is loaded with --plugins MODULE"),
     (lambda: PruneSpec("snip", -1), "log10_compression must be a finite number in [0, 12]"),
     (lambda: PruneSpec("snip", 1e308), "log10_compression must be a finite number in [0, 12]"),
     (lambda: PruneSpec("snip", float("nan")), "log10_compression must be a finite number in [0, 12]"),

@@ -23,9 +23,10 @@ from typing import Any, Dict, Optional, Tuple
 
 from common.axes import MAX_SEED
 from common.checks import check_choice, check_number
-from common.vocabulary import (ABLATIONS, DEFAULT_ABLATION, DEFAULT_PRUNE_MODE, DEFAULT_SCHEDULE, DEFAULT_SCOPE,
-                               PRECISIONS, PRUNE_MODES, SCHEDULES, SCOPES, default_iterations)
-
+from common.registry import check_known
+from common.vocabulary import (ABLATIONS, BUILTIN_ALGORITHMS, BUILTIN_DATASETS, BUILTIN_MODELS, DEFAULT_ABLATION,
+                               DEFAULT_PRUNE_MODE, DEFAULT_SCHEDULE, DEFAULT_SCOPE, DENSE_ABLATION, DENSE_ALGORITHM,
+                               OWN_DENSE_TRIAL, PRECISIONS, PRUNE_MODES, SCHEDULES, SCOPES, default_iterations)
 
 
 # Bounds on every number of a description: generous for research, small enough that a typo fails at once.
@@ -45,9 +46,7 @@ class ModelSpec:
     name: str
 
     def __post_init__(self) -> None:
-        from trainables.models import MODELS
-
-        MODELS.check(self.name)
+        check_known("model", self.name, BUILTIN_MODELS)
 
 
 @dataclass(frozen=True)
@@ -60,9 +59,7 @@ class DataSpec:
     size: Optional[int] = None
 
     def __post_init__(self) -> None:
-        from trainables.data import DATASETS
-
-        DATASETS.check(self.name)
+        check_known("dataset", self.name, BUILTIN_DATASETS)
         if self.input_shape is not None:
             object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
         overrides = (self.input_shape, self.num_classes, self.size)
@@ -107,11 +104,15 @@ class PruneSpec:
     ablation: str = DEFAULT_ABLATION
 
     def __post_init__(self) -> None:
-        from trainables.pruning.algorithms import ALGORITHMS
-
-        ALGORITHMS.check(self.algorithm)
+        check_known("algorithm", self.algorithm, BUILTIN_ALGORITHMS)
         check_number("log10_compression", self.log10_compression, 0, MAX_LOG10_COMPRESSION)
         object.__setattr__(self, "log10_compression", round(float(self.log10_compression), 6))
+        if self.algorithm == DENSE_ALGORITHM and self.log10_compression != 0:
+            raise ValueError(f"algorithm 'dense' trains the network unpruned, at log10 compression 0; got "
+                             f"{self.log10_compression:g}")
+        if self.algorithm == DENSE_ALGORITHM and self.ablation not in set(DENSE_ABLATION.values()):
+            raise ValueError(f"ablation {self.ablation!r} cannot change an unpruned network; valid for dense: "
+                             f"{', '.join(sorted(set(DENSE_ABLATION.values())))}")
         if self.iterations is None:
             object.__setattr__(self, "iterations", default_iterations(self.algorithm))
         check_number("iterations", self.iterations, 1, MAX_ITERATIONS, integer=True)
@@ -191,6 +192,22 @@ class TrialSpec:
     @property
     def trial_id(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+
+    def shared_dense(self) -> Optional["TrialSpec"]:
+        """The `dense` trial that trains exactly this trial's network, or None when this trial's network is its own.
+
+        At compression 1 a prune-at-init algorithm keeps every weight and
+        leaves the weights untouched, whatever its scores, iterations, scope or
+        scoring mode, and an ablation that permutes or re-draws a full mask
+        changes nothing; the data order depends on the seed alone. So all of
+        them train one network per (model, data, recipe, seed): this one.
+        `reinit` re-draws the weights, so its dense trial is a reinit one.
+        """
+        p = self.prune
+        if p.log10_compression != 0 or p.algorithm in OWN_DENSE_TRIAL or p.algorithm == DENSE_ALGORITHM:
+            return None
+        return TrialSpec(self.model, self.data, PruneSpec(DENSE_ALGORITHM, 0.0, ablation=DENSE_ABLATION[p.ablation]),
+                         self.train, self.seed)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "TrialSpec":

@@ -9,6 +9,11 @@ optimizer, scheduler, masks, epoch, RNG state, prune metrics) under
 new sweep run, continues from the newest whole one. The finished trial writes
 its rows to the results store once, then frees its checkpoints.
 
+Every report carries the attempt's own start (`attempt_started_at`, the
+first report says only "started"), and the last one the trial's `finished_at`
+(the store row's): the driver's progress line counts running trials and
+estimates the time left from these, not from Tune's lagging trial states.
+
 A deterministic error (a bad description past the plan's checks, a trial over
 its GPU share) ends the trial once with status "failed" and its message:
 retrying would only repeat it. Anything else raises, and Tune retries the trial
@@ -75,6 +80,7 @@ class Setting:
     device: torch.device
     precision: str
     checkpoints: Optional[TrialCheckpoints]
+    attempt_started_at: float = field(default_factory=time.time)  # this attempt's, not the trial's first
 
     @property
     def data_dir(self) -> Optional[str]:
@@ -119,7 +125,8 @@ def report(setting: Setting, metrics: Dict[str, Any]) -> None:
     from ray import tune
 
     # "spec_id", not "trial_id": Tune overwrites a reported trial_id with its own.
-    tune.report({**metrics, "spec_id": setting.spec.trial_id, "device": str(setting.device)})
+    tune.report({**metrics, "spec_id": setting.spec.trial_id, "device": str(setting.device),
+                 "attempt_started_at": setting.attempt_started_at})
 
 
 def save(setting: Setting, state: Dict[str, Any]) -> None:
@@ -131,7 +138,7 @@ def prune_phase(model: nn.Module, info, setting: Setting, state: Optional[Dict[s
     """Prune from the start, or continue IMP's levels from `state`: (masks, progress)."""
     spec = setting.spec
     restarts = state["restarts"] + 1 if state is not None else 0
-    started_at = state["started_at"] if state is not None else time.time()
+    started_at = state["started_at"] if state is not None else setting.attempt_started_at
     step = state["step"] if state is not None else 0
     seed_everything(spec.seed)
     if ALGORITHMS[spec.prune.algorithm].trains_between_cuts:
@@ -194,11 +201,13 @@ def train(setting: Setting, trainer: Trainer, progress: Progress) -> str:
 def record(setting: Setting, progress: Progress, status: str) -> None:
     """The trial's rows into the store (once), its checkpoints freed, and its last report."""
     config = setting.config
+    finished_at = time.time()
     if config.get("store"):
         row = trial_row(config, setting.spec, progress.prune, progress.history, status,
                         started_at=progress.started_at, device=setting.device, precision=setting.precision,
                         train_seconds=progress.train_seconds, resources=setting.resources,
                         restarts=progress.restarts, resumed_from=progress.resumed_from)
+        finished_at = row["finished_at"]  # the driver's progress line and the store agree on the trial's end
         write_once(ResultsStore(config["store"]), row, progress.history, progress.prune["layers"])
         if setting.checkpoints is not None and not config.get("keep_checkpoints"):
             setting.checkpoints.delete_all()
@@ -206,20 +215,22 @@ def record(setting: Setting, progress: Progress, status: str) -> None:
     p = progress.prune
     report(setting, {**last, "epoch": len(progress.history), "status": status, "restarts": progress.restarts,
                      "resumed_from_epoch": progress.resumed_from, "remaining_params": p["remaining_params"],
-                     "collapsed": p["collapsed"], "prune_seconds": p["prune_seconds"]})
+                     "collapsed": p["collapsed"], "prune_seconds": p["prune_seconds"], "finished_at": finished_at})
 
 
-def open_setting(config: Dict[str, Any], spec: TrialSpec) -> Setting:
+def open_setting(config: Dict[str, Any], spec: TrialSpec, attempt_started_at: float) -> Setting:
     resources = assigned_resources()
     device = trial_device(resources)
     root = config.get("checkpoint_root")
     return Setting(spec=spec, config=config, resources=resources, device=device,
                    precision=resolve_precision(spec.train.precision, device),
-                   checkpoints=TrialCheckpoints(root, spec.trial_id) if root else None)
+                   checkpoints=TrialCheckpoints(root, spec.trial_id) if root else None,
+                   attempt_started_at=attempt_started_at)
 
 
 def run_trial(config: Dict[str, Any]) -> None:
     """The Ray Tune function trainable: restore or prune, train, record."""
+    attempt_started_at = time.time()
     try:
         import_by_name(config.get("plugins", ()))  # the sweep's plugins register their scorers, models, datasets
         spec = TrialSpec.from_dict(config["spec"])
@@ -228,10 +239,11 @@ def run_trial(config: Dict[str, Any]) -> None:
 
         tune.report({"status": "failed", "error": f"{type(exc).__name__}: {exc}", "epoch": 0})
         return
-    setting = open_setting(config, spec)
+    setting = open_setting(config, spec, attempt_started_at)
     if config.get("store") and ResultsStore(config["store"]).has_trial(spec.trial_id):
         report(setting, {"status": "already_in_store", "epoch": spec.train.epochs})  # another run finished it
         return
+    report(setting, {"status": "started"})  # before any data or pruning: the driver counts it running from now
     data.clear_cache()  # a reused worker must not carry another trial's tensors
     if setting.device.type == "cuda":
         torch.cuda.empty_cache()
@@ -240,7 +252,7 @@ def run_trial(config: Dict[str, Any]) -> None:
         status = train(setting, trainer, progress)
     except DETERMINISTIC_ERRORS as exc:  # named by algorithm, so the sweep's summary says whose error it is
         report(setting, {"status": "failed", "error": f"[{spec.prune.algorithm}] {type(exc).__name__}: {exc}",
-                         "epoch": 0})
+                         "epoch": 0, "finished_at": time.time()})
         return
     record(setting, progress, status)
 

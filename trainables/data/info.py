@@ -51,6 +51,8 @@ class DatasetInfo:
     augment: str
     tensor_resident: bool
     crop_padding: int
+    train_examples: Optional[int] = None  # the splits' sizes, for the sweep's bill (None: the dataset does not say)
+    test_examples: Optional[int] = None
 
     def __post_init__(self) -> None:
         check_choice("augment", self.augment, AUGMENTATIONS)

@@ -320,10 +320,12 @@ class SyntheticSource(DatasetSource):
             raise ValueError(f"input_shape of 'synthetic' must be (channels, height, width), got {shape!r}")
         classes = self.info.num_classes if data_spec.num_classes is None else data_spec.num_classes
         channels = shape[0]
+        train_size = SYNTHETIC_TRAIN_SIZE if data_spec.size is None else data_spec.size
         return DatasetInfo(
             name=self.info.name, input_shape=shape, num_classes=classes,
             mean=(self.info.mean[0],) * channels, std=(self.info.std[0],) * channels,
             augment=self.info.augment, tensor_resident=True, crop_padding=self.info.crop_padding,
+            train_examples=train_size, test_examples=max(1, train_size // 2),
         )
 
     def load(self, split, root, download, info, size):
@@ -340,31 +342,31 @@ class SyntheticSource(DatasetSource):
 
 
 DATASETS.register("mnist")(TorchvisionSource(
-    DatasetInfo("mnist", (1, 28, 28), 10, (0.1307,), (0.3081,), "none", True, 0),
+    DatasetInfo("mnist", (1, 28, 28), 10, (0.1307,), (0.3081,), "none", True, 0, 60_000, 10_000),
     torchvision.datasets.MNIST, "MNIST",
 ))
 DATASETS.register("cifar10")(TorchvisionSource(
     DatasetInfo("cifar10", (3, 32, 32), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-                "crop_flip", True, 4),
+                "crop_flip", True, 4, 50_000, 10_000),
     torchvision.datasets.CIFAR10, "cifar-10-batches-py",
 ))
 DATASETS.register("cifar100")(TorchvisionSource(
     DatasetInfo("cifar100", (3, 32, 32), 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
-                "crop_flip", True, 4),
+                "crop_flip", True, 4, 50_000, 10_000),
     torchvision.datasets.CIFAR100, "cifar-100-python",
 ))
 # Padding 4 at 64x64, as the SynFlow code does (get_transform(size=64, padding=4)).
 DATASETS.register("tiny_imagenet")(TinyImageNetSource(
     DatasetInfo("tiny_imagenet", (3, 64, 64), 200, (0.480, 0.448, 0.398), (0.277, 0.269, 0.282),
-                "crop_flip", True, 4),
+                "crop_flip", True, 4, 100_000, 10_000),
 ))
 DATASETS.register("imagenet")(ImageNetSource(
     DatasetInfo("imagenet", (3, 224, 224), 1000, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
-                "imagenet", False, 0),
+                "imagenet", False, 0, 1_281_167, 50_000),
 ))
 # mean/std: the 1,347-image train split, after scaling to 0..255.
 DATASETS.register("digits")(DigitsSource(
-    DatasetInfo("digits", (1, 8, 8), 10, (0.3053,), (0.3758,), "none", True, 0),
+    DatasetInfo("digits", (1, 8, 8), 10, (0.3053,), (0.3758,), "none", True, 0, 1_347, 450),
 ))
 # mean/std: exact moments of (prototype + noise) // 2 for two uniform 0..255 draws.
 DATASETS.register("synthetic")(SyntheticSource(

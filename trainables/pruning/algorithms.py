@@ -28,6 +28,8 @@ def _prunes_at_init(name: str) -> None:
 for _name in SCORERS.names():
     _prunes_at_init(_name)
 ALGORITHMS.register("imp")(Algorithm("imp", "magnitude", trains_between_cuts=True))
+# The unpruned network (compression 1 only, see TrialSpec.shared_dense): magnitude at 1x keeps every weight.
+ALGORITHMS.register("dense")(Algorithm("dense", "magnitude", trains_between_cuts=False))
 
 
 def scorer(name: str, *, needs_data: bool, passes_per_example: int, revives: bool = False) -> Callable:
