@@ -211,7 +211,7 @@ def bill(to_run: Sequence[TrialSpec], facts: Dict[Tuple[str, str], PairFacts], p
         if flops[t.trial_id] is not None:
             remaining_flops += flops[t.trial_id] / t.prune.compression
     known = [f for f in flops.values() if f is not None]
-    unknown_flops = sorted({f"{t.data.name}" for t in to_run if flops[t.trial_id] is None})
+    unknown_flops = sorted({t.data.name for t in to_run if flops[t.trial_id] is None})
 
     kind = resources.device_kind
     throughputs: Dict[Tuple[str, str], Optional[Throughput]] = {}

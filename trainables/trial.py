@@ -80,7 +80,7 @@ class Setting:
     device: torch.device
     precision: str
     checkpoints: Optional[TrialCheckpoints]
-    attempt_started_at: float = field(default_factory=time.time)  # this attempt's, not the trial's first
+    attempt_started_at: float  # this attempt's, not the trial's first
 
     @property
     def data_dir(self) -> Optional[str]:
