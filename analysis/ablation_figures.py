@@ -16,8 +16,9 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
 from analysis import tables
-from analysis.drawing import (BANDS, FIGURES, FigureOptions, PanelLayout, Report, band_plot, chance_handle,
-                              chance_line, filled_panels, grid_figure, log_compression_axis, save, styled)
+from analysis.drawing import (BANDS, FIGURES, FigureOptions, PanelLayout, Report, band_plot, chance_classes,
+                              chance_handle, chance_line, filled_panels, grid_figure, log_compression_axis, render,
+                              styled)
 from analysis.load import Results, ablation_of, default_settings
 from analysis.style import algorithm_color, algorithm_order, format_ratio
 from common.vocabulary import DEFAULT_ABLATION
@@ -120,7 +121,8 @@ def ablations_figure(results: Results, out_dir: Path, report: Report,
         here = set(curves.loc[(curves["model"] == model) & (curves["dataset"] == dataset), "algorithm"])
         for algorithm in [a for a in algorithms if a not in here]:
             report(f"ablations: ({model}, {dataset}) has no trained {algorithm} trial; its panel is left blank")
-    return save(draw_ablations(curves, panels, algorithms, options.band, results.trials), out_dir, "ablations")
+    return render(draw_ablations, (curves, panels, algorithms, options.band, chance_classes(results.trials)), out_dir,
+                  "ablations")
 
 
 # -------------------------------------------------------- effective compression
@@ -211,5 +213,5 @@ def effective_sparsity_figure(results: Results, out_dir: Path, report: Report,
     out_dir.mkdir(parents=True, exist_ok=True)
     table_path = out_dir / "effective_sparsity.csv"
     table.to_csv(table_path, index=False)
-    return save(draw_effective_sparsity(table, PanelLayout.of(tables.panels(table))), out_dir,
-                "effective_sparsity") + [table_path]
+    return render(draw_effective_sparsity, (table, PanelLayout.of(tables.panels(table))), out_dir,
+                  "effective_sparsity") + [table_path]

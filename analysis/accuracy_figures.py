@@ -17,8 +17,8 @@ from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from analysis import tables
 from analysis.drawing import (BANDS, FIGURES, MARKERS, LINESTYLES, PANEL_SIZE, FigureOptions, PanelLayout, Report,
-                              algorithm_legend, band_plot, chance_handle, chance_line, figure_width, grid_figure,
-                              log_compression_axis, save, styled)
+                              algorithm_legend, band_plot, chance_classes, chance_handle, chance_line, figure_width,
+                              grid_figure, log_compression_axis, render, styled)
 from analysis.load import Results, ablation_of, default_settings
 from analysis.style import DENSE_COLOR, algorithm_color, algorithm_order
 from common.vocabulary import DEFAULT_ABLATION
@@ -126,7 +126,8 @@ def accuracy_figure(results: Results, out_dir: Path, report: Report,
                                             "num_classes"].isna().all()]
     if missing_chance:
         report(f"accuracy: no chance line for {', '.join(missing_chance)}: the store predates the class count")
-    return save(draw_accuracy(curves, dense, results.trials, layout, caption, options.band), out_dir, "accuracy")
+    return render(draw_accuracy, (curves, dense, chance_classes(results.trials), layout, caption, options.band),
+                  out_dir, "accuracy")
 
 
 # --------------------------------------------------------------- layer density
@@ -185,7 +186,7 @@ def iterative_figure(results: Results, out_dir: Path, report: Report,
                "in both scoring modes; figure not drawn")
         return []
     cells.sort(key=lambda cell: (cell[0][1], cell[0][0], list(sides).index(cell[1])))
-    return save(draw_iterative(cells, results.trials), out_dir, "iterative")
+    return render(draw_iterative, (cells, chance_classes(results.trials)), out_dir, "iterative")
 
 
 def _has_variants(curves: pd.DataFrame, panel: Tuple[str, str], by: str, algorithm: Optional[str] = None) -> bool:

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from analysis import tables
-from analysis.drawing import FIGURES, FigureOptions, Report, algorithm_legend, grid_figure, save, slug, styled
+from analysis.drawing import FIGURES, FigureOptions, Report, algorithm_legend, grid_figure, render, slug, styled
 from analysis.load import Results, default_settings
 from analysis.style import DENSE_COLOR, algorithm_color, algorithm_order, format_ratio
 
@@ -88,6 +88,6 @@ def learning_curves_figures(results: Results, out_dir: Path, report: Report,
         if not ratios:
             report(f"learning_curves: ({model}, {dataset}) has no chosen compression trained; not drawn")
             continue
-        written += save(draw_learning_curves(panel, model, dataset, ratios), out_dir,
-                        slug("learning_curves", model, dataset))
+        written += render(draw_learning_curves, (panel, model, dataset, ratios), out_dir,
+                          slug("learning_curves", model, dataset))
     return written

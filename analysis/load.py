@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 
@@ -35,20 +35,30 @@ class Results:
     selection: str = ""  # what was selected ("sweep fig1; seeds 0, 1"), empty for the whole store
     notes: List[str] = field(default_factory=list)  # how the selection was made
 
+    def problem_lines(self) -> List[str]:
+        """What the store could not read, one line each, to print before anything drawn or tabled without it."""
+        return [f"warning: the store could not read everything: {problem}" for problem in self.problems]
 
-def load_results(uri: Union[str, "os.PathLike[str]"], selection: Optional[Selection] = None) -> Results:
+
+def load_results(uri: Union[str, "os.PathLike[str]"], selection: Optional[Selection] = None,
+                 columns: Optional[Mapping[str, Sequence[str]]] = None) -> Results:
     """The three tables, restricted to `selection` (analysis.select); StoreError (one line) when the store is
-    absent or holds no readable trial, SelectionError when the selection names what it lacks or keeps nothing."""
+    absent or holds no readable trial, SelectionError when the selection names what it lacks or keeps nothing.
+
+    `columns` ({table: [column, ...]}) reads only those columns of a table, as stored (every file is still
+    opened, so one the store cannot read is named in `problems`): 20,000 trials have millions of epoch rows.
+    """
     store = ResultsStore(uri)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the skipped files are kept in store.problems instead
-        frames: Dict[str, pd.DataFrame] = {table: store.read(table) for table in TABLES}
+        frames: Dict[str, pd.DataFrame] = {table: store.read(table, (columns or {}).get(table)) for table in TABLES}
     if frames["trials"].empty:
         if not store.exists():
             raise StoreError(f"store {store} does not exist")
         skipped = f" ({len(store.problems)} unreadable file(s) skipped)" if store.problems else ""
         raise StoreError(f"store {store} has no finished trials yet{skipped}")
-    frames = {table: with_later_columns(table, frame) for table, frame in frames.items()}
+    frames = {table: frame if (columns or {}).get(table) is not None else with_later_columns(table, frame)
+              for table, frame in frames.items()}  # a table read in part comes as stored
     notes: List[str] = []
     selecting = selection is not None and not selection.is_everything()
     trials = frames["trials"]

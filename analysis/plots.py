@@ -5,11 +5,13 @@
 
 Each figure is written as PNG and PDF (see `analysis.accuracy_figures`, `analysis.pruning_figures` and
 `analysis.ablation_figures`, `analysis.learning_figures`), from the trials the selection keeps
-(`analysis.select`). Exit status 2 with a one-line error on an empty or absent store, an unknown figure or
-band, or a selection that names what the store lacks or keeps nothing.
+(`analysis.select`), drawn by --jobs processes (default: one per CPU; the same files whatever the number).
+What the store could not read is printed first, a line each. Exit status 2 with a one-line error on an empty
+or absent store, an unknown figure or band, or a selection that names what the store lacks or keeps nothing.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
@@ -18,7 +20,7 @@ import analysis.ablation_figures
 import analysis.accuracy_figures
 import analysis.learning_figures
 import analysis.pruning_figures
-from analysis.drawing import BANDS, FIGURES, FigureOptions, Report
+from analysis.drawing import BANDS, FIGURES, FigureOptions, Report, rendering
 from analysis.load import load_results
 from analysis.select import Selection, add_selection_arguments, selection_from_args
 from common.axes import parse_compressions
@@ -29,6 +31,8 @@ from results_store import StoreError
 # Importing these fills FIGURES.
 FIGURE_MODULES = (analysis.accuracy_figures, analysis.pruning_figures, analysis.ablation_figures,
                   analysis.learning_figures)
+# The epochs columns the learning curves draw: 20,000 trials have millions of epoch rows (the others are read whole).
+FIGURE_COLUMNS = {"epochs": ["trial_id", "epoch", "top1", "train_loss"]}
 
 
 def parse_only(text: Optional[str]) -> List[str]:
@@ -38,17 +42,23 @@ def parse_only(text: Optional[str]) -> List[str]:
 
 
 def draw_all(store: str, out_dir: Path, only: Iterable[str], report: Report = print,
-             options: FigureOptions = FigureOptions(), selection: Selection = Selection()) -> List[Path]:
-    results = load_results(store, selection)
-    for problem in results.problems:
-        report(f"warning: {problem}")
+             options: FigureOptions = FigureOptions(), selection: Selection = Selection(), jobs: int = 1) -> List[Path]:
+    """Every figure in `only`, drawn by `jobs` processes (1: here); the store is read once, for all of them."""
+    results = load_results(store, selection, columns=FIGURE_COLUMNS)
+    for line in results.problem_lines():  # first: every figure below is drawn without what it names
+        report(line)
     for note in results.notes:
         report(note)
     written: List[Path] = []
-    for name in only:
-        paths = FIGURES[name](results, out_dir, report, options)
-        written += paths
+    with rendering(jobs):
+        for name in only:
+            written += FIGURES[name](results, out_dir, report, options)
     return written
+
+
+def default_jobs() -> int:
+    """The CPUs this process may use: figures are drawn one per process."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -61,12 +71,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "(default), ci = 95%% t-interval of the mean")
     parser.add_argument("--ratios", help="log10 compressions of the learning curves, e.g. 1,2 (default: up to "
                                          "three spread over the trained ones)")
+    parser.add_argument("--jobs", type=int, default=default_jobs(),
+                        help=f"processes drawing figures (default: the CPUs here, {default_jobs()})")
     add_selection_arguments(parser)
     args = parser.parse_args(argv)
     try:
         only = parse_only(args.only)
         options = FigureOptions(band=args.band, ratios=parse_compressions(args.ratios) if args.ratios else ())
-        written = draw_all(args.store, args.out, only, options=options, selection=selection_from_args(args))
+        if args.jobs < 1:
+            raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+        written = draw_all(args.store, args.out, only, options=options, selection=selection_from_args(args),
+                           jobs=args.jobs)
     except (StoreError, UnknownNameError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from analysis import tables
 from analysis.drawing import (FIGURES, DENSITY_CMAP, FigureOptions, PanelLayout, Report, filled_panels, grid_figure,
-                              save, slug, styled)
+                              render, slug, styled)
 from analysis.load import Results, default_settings
 from analysis.style import DENSE_COLOR, algorithm_color, algorithm_order, format_ratio
 
@@ -105,8 +105,7 @@ def layer_density_figures(results: Results, out_dir: Path, report: Report,
     for model, dataset in tables.missing_panels(results.trials, profiles):
         report(f"layer_density: no layer rows for ({model}, {dataset})")
     for (model, dataset), panel in profiles.groupby(tables.PANEL, sort=True):
-        fig = draw_layer_density(panel, model, dataset)
-        written += save(fig, out_dir, slug("layer_density", model, dataset))
+        written += render(draw_layer_density, (panel, model, dataset), out_dir, slug("layer_density", model, dataset))
     return written
 
 
@@ -161,7 +160,7 @@ def critical_compression_figure(results: Results, out_dir: Path, report: Report,
     table_path = out_dir / "critical_compression.csv"
     critical.to_csv(table_path, index=False)
     layout = PanelLayout.of(tables.panels(critical))
-    return save(draw_critical_compression(critical, layout), out_dir, "critical_compression") + [table_path]
+    return render(draw_critical_compression, (critical, layout), out_dir, "critical_compression") + [table_path]
 
 
 # -------------------------------------------------------------------- iterative
@@ -213,7 +212,7 @@ def conservation_figures(results: Results, out_dir: Path, report: Report,
         report(f"conservation: {note}")
     written: List[Path] = []
     for (model, dataset), panel in pairs.groupby(tables.PANEL, sort=True):
-        written += save(draw_conservation(panel, model, dataset), out_dir, slug("conservation", model, dataset))
+        written += render(draw_conservation, (panel, model, dataset), out_dir, slug("conservation", model, dataset))
     if pairs.empty:
         report("conservation: no matching trials; figure not drawn")
     return written
@@ -293,4 +292,4 @@ def cost_figure(results: Results, out_dir: Path, report: Report,
     out_dir.mkdir(parents=True, exist_ok=True)
     table_path = out_dir / "cost.csv"
     cost.to_csv(table_path, index=False)
-    return save(draw_cost(cost, tables.panels(cost)), out_dir, "cost") + [table_path]
+    return render(draw_cost, (cost, tables.panels(cost)), out_dir, "cost") + [table_path]

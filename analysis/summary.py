@@ -7,7 +7,8 @@ sanity checks, critical compressions, costs.
 The numbers are the ones the figures draw (`analysis.tables`, `analysis.comparisons`), so a summary and a
 figure made from the same store always agree. Tables follow a paper's layout: a row per algorithm (or
 ablation), a column per compression, cells `mean ± half-width (n)`. CSV is the same numbers in long form, one
-row per cell, for a spreadsheet or pandas.
+row per cell, for a spreadsheet or pandas. What the store could not read opens the summary, a line each (on
+stderr beside CSV).
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ from common.cli import OneLineArgumentParser, program
 from results_store import StoreError
 
 DEFAULT_REFERENCE = "synflow"
+# What the summary reads of the epochs and layers tables: their trial ids only (it draws no curve and no layer),
+# so every file is still opened and one the store cannot read is named.
+SUMMARY_COLUMNS = {"epochs": ["trial_id"], "layers": ["trial_id"]}
 FORMATS = ("markdown", "latex", "csv")
 SMALL_N = (f"Cells with fewer than {stats.MIN_SEEDS_FOR_INTERVAL} seeds (n < {stats.MIN_SEEDS_FOR_INTERVAL}) show "
            "no interval and no significance mark: from 2 seeds a 95% t-interval is the mean ± 12.7 standard "
@@ -237,6 +241,7 @@ def document(results: Results, numbers: Readings, latex: bool = False) -> List[B
     title = f"Results summary: {results.location}" + (f" ({results.selection})" if results.selection else "")
     blocks: List[Block] = [
         (1, title),
+        *results.problem_lines(),  # every number below is without what they name
         f"{len(trials)} trials ({len(trained)} trained to completion, {diverged} diverged, "
         f"{len(trials) - len(trained) - diverged} pruned only); models: {', '.join(sorted(trials['model'].unique()))}; "
         f"datasets: {', '.join(sorted(trials['dataset'].unique()))}."
@@ -263,8 +268,7 @@ def document(results: Results, numbers: Readings, latex: bool = False) -> List[B
         blocks += sanity_blocks(numbers.sanity, latex)
     blocks += critical_blocks(numbers.critical)
     blocks += cost_blocks(numbers.cost)
-    notes = list(results.notes) + [f"accuracy {n}" for n in tables.coverage_gaps(numbers.curves)] \
-        + list(results.problems)
+    notes = list(results.notes) + [f"accuracy {n}" for n in tables.coverage_gaps(numbers.curves)]
     if notes:
         blocks += [(2, "Notes")] + [f"- {n}" for n in notes]
     return blocks
@@ -350,13 +354,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     add_selection_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        text = summarize(load_results(args.store, selection_from_args(args)), args.reference, args.format)
+        results = load_results(args.store, selection_from_args(args), columns=SUMMARY_COLUMNS)
+        text = summarize(results, args.reference, args.format)
     except (StoreError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.out is None:
+        if args.format == "csv":  # the lines a markdown or LaTeX summary opens with; CSV rows stay rows
+            for line in results.problem_lines():
+                print(line, file=sys.stderr)
         sys.stdout.write(text)
         return 0
+    for line in results.problem_lines():
+        print(line)
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)

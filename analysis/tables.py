@@ -191,32 +191,39 @@ def conservation_pairs(trials: pd.DataFrame, layers: pd.DataFrame) -> Tuple[pd.D
     (model, dataset, compression, seed), and notes on the panels where no such match exists.
 
     The match with the most other algorithms wins, then the smallest
-    compression, then the smallest seed.
+    compression, then the smallest seed. Only trials scored by their own
+    algorithm count: a 1x point drawn from the shared dense trial carries the
+    dense trial's (magnitude) scores, which would show every algorithm
+    scoring alike.
     """
     columns = [*PANEL, "algorithm", "log10_compression", "seed", "trial_id", "position", "layer", "size",
                "score_sum", "abs_score", "score_per_weight"]
     scored = layers[layers["kind"].isin(WEIGHT_KINDS) & layers["score_sum"].notna()]
-    candidates = trials[trials["trial_id"].isin(set(scored["trial_id"]))]
+    own = trials["algorithm"] != DENSE_ALGORITHM
+    if "shared_dense" in trials:
+        own &= ~trials["shared_dense"].fillna(False).astype(bool)
+    candidates = trials[own & trials["trial_id"].isin(set(scored["trial_id"]))]
+    cell = [*PANEL, "log10_compression", "seed"]
+    is_synflow = candidates["algorithm"] == "synflow"
+    # Per (panel, compression, seed) that has a synflow trial: how many other algorithms scored there.
+    others = candidates[~is_synflow].groupby(cell, sort=False)["algorithm"].nunique().rename("_others")
+    matches = candidates.loc[is_synflow, cell].drop_duplicates().join(others, on=cell)
+    matches = matches[matches["_others"] > 0].sort_values([*PANEL, "_others", "log10_compression", "seed"],
+                                                          ascending=[True, True, False, True, True])
+    best = matches.drop_duplicates(PANEL).set_index(PANEL)
+    with_synflow = set(zip(candidates.loc[is_synflow, "model"], candidates.loc[is_synflow, "dataset"]))
     picked, notes = [], []
-    for (model, dataset), panel in candidates.groupby(PANEL, sort=True):
-        synflow = panel[panel["algorithm"] == "synflow"]
-        if synflow.empty:
+    for model, dataset in sorted(set(zip(candidates["model"], candidates["dataset"]))):
+        if (model, dataset) not in with_synflow:
             notes.append(f"({model}, {dataset}): no synflow trial with layer scores")
-            continue
-        best = None
-        for (log10, seed), _ in synflow.groupby(["log10_compression", "seed"], sort=True):
-            same = panel[(panel["log10_compression"] == log10) & (panel["seed"] == seed)]
-            others = same.loc[same["algorithm"] != "synflow", "algorithm"].nunique()
-            if others and (best is None or others > best[0]):
-                best = (others, same)
-        if best is None:
+        elif (model, dataset) not in best.index:
             notes.append(f"({model}, {dataset}): no other algorithm scored at a synflow trial's compression and seed")
-            continue
-        same = best[1].sort_values("trial_id")
-        picked.append(same.drop_duplicates("algorithm"))
+        else:
+            picked.append(best.loc[[(model, dataset)], ["log10_compression", "seed"]].reset_index())
     if not picked:
         return pd.DataFrame(columns=columns), notes
-    chosen = pd.concat(picked)
+    same = candidates.merge(pd.concat(picked), on=cell)
+    chosen = same.sort_values("trial_id", kind="stable").drop_duplicates([*PANEL, "algorithm"])
     merged = scored.merge(chosen[["trial_id", *PANEL, "algorithm", "log10_compression", "seed"]], on="trial_id")
     merged = merged.assign(
         position=merged.groupby("trial_id")["layer_index"].rank(method="dense").astype(int) - 1,
@@ -277,16 +284,27 @@ def learning_curves(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     keys = [*PANEL, "algorithm", "log10_compression", "epoch"]
     columns = [*keys, "compression", "top1_mean", "top1_min", "top1_max", "train_loss_mean", "train_loss_min",
                "train_loss_max", "trials"]
-    runs = trials[trials["epochs"] > 0]
-    merged = epochs.merge(runs[["trial_id", *PANEL, "algorithm", "log10_compression"]], on="trial_id")
+    runs = trials.loc[trials["epochs"] > 0, ["trial_id", *keys[:-1]]]
+    # Millions of epoch rows: joined to their runs by integer codes, the runs' names attached per curve after.
+    # (A shared dense trial is a run of several algorithms: its epochs join each of them.)
+    ids = pd.Index(runs["trial_id"].unique())
+    codes = ids.get_indexer(epochs["trial_id"])
+    kept = codes >= 0
+    rows = pd.DataFrame({"_trial": codes[kept], "epoch": epochs["epoch"].to_numpy()[kept],
+                         "top1": epochs["top1"].to_numpy()[kept] * 100.0,
+                         "train_loss": epochs["train_loss"].to_numpy()[kept]})
+    curve = runs.groupby(keys[:-1], sort=True).ngroup()  # -1: a null key, which groupby leaves out
+    runs_of = pd.DataFrame({"_trial": ids.get_indexer(runs["trial_id"]), "_curve": curve.to_numpy()})
+    merged = rows.merge(runs_of[runs_of["_curve"] >= 0], on="_trial")
     if merged.empty:
         return pd.DataFrame(columns=columns)
-    merged = merged.assign(top1=merged["top1"] * 100.0)
-    curves = merged.groupby(keys, sort=True).agg(
+    curves = merged.groupby(["_curve", "epoch"], sort=True).agg(
         top1_mean=("top1", "mean"), top1_min=("top1", "min"), top1_max=("top1", "max"),
         train_loss_mean=("train_loss", "mean"), train_loss_min=("train_loss", "min"),
-        train_loss_max=("train_loss", "max"), trials=("trial_id", "nunique"),
+        train_loss_max=("train_loss", "max"), trials=("_trial", "nunique"),
     ).reset_index()
+    names = runs[keys[:-1]].assign(_curve=curve).drop_duplicates("_curve").set_index("_curve")
+    curves = names.loc[curves["_curve"]].reset_index(drop=True).join(curves.drop(columns="_curve"))
     curves.insert(len(keys), "compression", 10.0 ** curves["log10_compression"])
     return _order_algorithms(curves[columns], also=PANEL)
 

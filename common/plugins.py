@@ -41,6 +41,9 @@ def _import(name: str, given: str) -> ModuleType:
             raise PluginError(f"cannot import plugin {given!r}: no module named {exc.name!r}; give a dotted module "
                               f"on the Python path or the path of a .py file") from None
         raise PluginError(f"plugin {given!r} failed to import: {type(exc).__name__}: {exc}") from None
+    except SystemExit as exc:  # sys.exit() at import would end the sweep with status 0, having run nothing
+        raise PluginError(f"plugin {given!r} called sys.exit({exc.code!r}) while importing; a plugin may only "
+                          f"define and register its scorers, models and datasets") from None
     except Exception as exc:  # the plugin's own code raised: name it, not a traceback
         raise PluginError(f"plugin {given!r} failed to import: {type(exc).__name__}: {exc}") from None
 

@@ -1,10 +1,13 @@
 """A sweep's bill before it runs: trial-epochs, training FLOPs, disk, and GPU-hours and wall time where measured.
 
-Compute is counted from the models: each (model, dataset) network is built
-once on the CPU and its conv/linear multiply-adds per example counted. A
-training step is ~3x a forward pass (forward, backward for inputs, backward for
-weights), and a multiply-add is 2 FLOPs, so an epoch costs
-6 x MACs x train examples + 2 x MACs x test examples (the evaluation).
+Compute is counted from the models: each (model, dataset) network's
+conv/linear multiply-adds per example, from the table of the presets' pairs
+(`pair_facts.json`, used only while the model code it was counted from is
+unchanged; tests/test_scale.py checks it against the built networks), else
+from the network built once on the CPU. A training step is ~3x a forward
+pass (forward, backward for inputs, backward for weights), and a multiply-add
+is 2 FLOPs, so an epoch costs 6 x MACs x train examples + 2 x MACs x test
+examples (the evaluation).
 Pruned weights are zeros in dense kernels: they still multiply, so a pruned
 trial takes as long as a dense one; its nonzero FLOPs are only a reading.
 
@@ -18,16 +21,26 @@ and the plan says so.
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import hashlib
 import json
 import math
 import pathlib
 import statistics
+import sys
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from trainables.specs import TrialSpec
 
 THROUGHPUT_TABLE = pathlib.Path(__file__).with_name("throughput.json")
+# The built-in pairs' counts, so a plan does not build networks it already knows (`python -m orchestrator.cost`
+# writes it). An entry counts only while the code it was counted from is unchanged (`counting_code`).
+PAIR_FACTS_TABLE = pathlib.Path(__file__).with_name("pair_facts.json")
+# What a network's counts follow from, besides the dataset's shape and classes: the model zoo and the code that
+# finds and counts the prunable weights. Paths inside the `trainables` package.
+COUNTED_FROM = ("models", "pruning/params.py", "pruning/metrics.py")
 FLOPS_PER_MAC = 2
 TRAIN_PASSES = 3        # forward + two backward matmuls per training example
 CHECKPOINTS_KEPT = 2    # trainables.checkpoints.KEEP: newest checkpoints kept per running trial
@@ -54,7 +67,26 @@ class PairFacts:
     test_examples: Optional[int]
 
 
+_COUNTED: Dict[Tuple[str, str], PairFacts] = {}  # built-in pairs already looked up or built in this process
+
+
 def pair_facts(model: str, dataset: str) -> PairFacts:
+    """The pair's counts: from the shipped table when its entry was counted from this very model code and dataset
+    description, else from the network, built on the CPU. A built-in pair is looked up or built once per process;
+    a plugin's model or dataset is counted afresh (another plugin may define the same name)."""
+    from common.vocabulary import BUILTIN_DATASETS, BUILTIN_MODELS
+
+    key = (model, dataset)
+    if key in _COUNTED:
+        return _COUNTED[key]
+    facts = tabled_pair_facts(model, dataset) or count_pair_facts(model, dataset)
+    if model in BUILTIN_MODELS and dataset in BUILTIN_DATASETS:
+        _COUNTED[key] = facts
+    return facts
+
+
+def count_pair_facts(model: str, dataset: str) -> PairFacts:
+    """Build the network on the CPU and count its parameters, prunable weights and multiply-adds."""
     from trainables.data import dataset_info
     from trainables.models import build_model
     from trainables.pruning import prunable_parameters
@@ -68,6 +100,62 @@ def pair_facts(model: str, dataset: str) -> PairFacts:
     return PairFacts(model, dataset, tuple(info.input_shape), elements, sum(p.size for p in params),
                      sum(1 for p in params if p.is_layer_weight), macs(params), info.train_examples,
                      info.test_examples)
+
+
+def counting_code() -> str:
+    """A digest of the sources in COUNTED_FROM: a table entry written under another digest may be stale."""
+    import trainables
+
+    root = pathlib.Path(trainables.__file__).parent
+    digest = hashlib.sha256()
+    for name in COUNTED_FROM:
+        path = root / name
+        for source in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(source.relative_to(root).as_posix().encode() + b"\0" + source.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _dataset_facts(dataset: str) -> Dict[str, object]:
+    """What the table's entry must still say of the dataset (read from its description: no file is opened)."""
+    from trainables.data import dataset_info
+    from trainables.specs import DataSpec
+
+    info = dataset_info(DataSpec(dataset))
+    return {"input_shape": list(info.input_shape), "num_classes": info.num_classes,
+            "train_examples": info.train_examples, "test_examples": info.test_examples}
+
+
+def tabled_pair_facts(model: str, dataset: str, path: Optional[pathlib.Path] = None) -> Optional[PairFacts]:
+    """The pair's entry in the table (default the shipped one), or None: no entry, other model code, or another
+    dataset shape."""
+    try:
+        table = json.loads((path or PAIR_FACTS_TABLE).read_text())
+    except (OSError, ValueError):
+        return None
+    entry = next((e for e in table.get("pairs", []) if e["model"] == model and e["dataset"] == dataset), None)
+    if entry is None or table.get("counting_code") != counting_code():
+        return None
+    if any(entry.get(k) != v for k, v in _dataset_facts(dataset).items()):
+        return None
+    return PairFacts(model, dataset, tuple(entry["input_shape"]), entry["parameters"], entry["prunable_weights"],
+                     entry["prunable_layers"], entry["dense_macs"], entry["train_examples"], entry["test_examples"])
+
+
+def write_pair_facts_table(pairs: Iterable[Tuple[str, str]], path: Optional[pathlib.Path] = None) -> List[PairFacts]:
+    """Count each pair from its built network and write the table, stamped with the code it was counted from."""
+    counted = [count_pair_facts(model, dataset) for model, dataset in sorted(set(pairs))]
+    entries = [json.dumps({**dataclasses.asdict(f), **_dataset_facts(f.dataset)}) for f in counted]
+    (path or PAIR_FACTS_TABLE).write_text(f'{{"counting_code": "{counting_code()}", "pairs": [\n '
+                                         + ",\n ".join(entries) + "\n]}\n")
+    return counted
+
+
+def preset_pairs() -> List[Tuple[str, str]]:
+    """Every (model, dataset) some preset sweeps: the pairs worth a table entry."""
+    from orchestrator.grid import PRESETS
+
+    return list(dict.fromkeys((m, d) for name in PRESETS.names() for part in PRESETS[name].parts()
+                              for m in part.models for d in part.datasets))
 
 
 def trial_epochs(spec: TrialSpec) -> int:
@@ -203,32 +291,33 @@ def bill(to_run: Sequence[TrialSpec], facts: Dict[Tuple[str, str], PairFacts], p
          keep_checkpoints: bool, table: Optional[List[Dict]] = None) -> Dict:
     """The plan's cost lines, and each trial's expected cost (seconds where measured, else FLOPs) for the ETA."""
     epochs = sum(trial_epochs(t) for t in to_run)
+    ids = [t.trial_id for t in to_run]  # each id hashes the trial's whole description: once, not per use
     flops: Dict[str, Optional[float]] = {}
     remaining_flops = 0.0
-    for t in to_run:
+    for t, i in zip(to_run, ids):
         pair = facts[(t.model.name, t.data.name)]
-        flops[t.trial_id] = training_flops(t, pair, passes.get(t.trial_id))
-        if flops[t.trial_id] is not None:
-            remaining_flops += flops[t.trial_id] / t.prune.compression
+        flops[i] = training_flops(t, pair, passes.get(i))
+        if flops[i] is not None:
+            remaining_flops += flops[i] / t.prune.compression
     known = [f for f in flops.values() if f is not None]
-    unknown_flops = sorted({t.data.name for t in to_run if flops[t.trial_id] is None})
+    unknown_flops = sorted({t.data.name for t, i in zip(to_run, ids) if flops[i] is None})
 
     kind = resources.device_kind
     throughputs: Dict[Tuple[str, str], Optional[Throughput]] = {}
     seconds: Dict[str, float] = {}
     gpu_seconds = 0.0
-    for t in to_run:
+    for t, i in zip(to_run, ids):
         key = (t.model.name, t.data.name)
         if key not in throughputs:
             throughputs[key] = store_throughput(finished, *key, kind) or table_throughput(
-                facts[key], kind, asks[t.trial_id].get("CPU", 1.0), table)
+                facts[key], kind, asks[i].get("CPU", 1.0), table)
         rate = throughputs[key]
         epoch = epoch_equivalents(facts[key])
-        if rate is None or (epoch is None and passes.get(t.trial_id)):
+        if rate is None or (epoch is None and passes.get(i)):
             continue
-        prune = (passes.get(t.trial_id) or 0) * rate.seconds_per_epoch / epoch if epoch else 0.0
-        seconds[t.trial_id] = trial_epochs(t) * rate.seconds_per_epoch + prune + rate.overhead_seconds
-        gpu_seconds += seconds[t.trial_id] * asks[t.trial_id].get("GPU", 0.0)
+        prune = (passes.get(i) or 0) * rate.seconds_per_epoch / epoch if epoch else 0.0
+        seconds[i] = trial_epochs(t) * rate.seconds_per_epoch + prune + rate.overhead_seconds
+        gpu_seconds += seconds[i] * asks[i].get("GPU", 0.0)
     slots = concurrent_trials(list(asks.values()), resources, max_concurrent)
     estimated = len(seconds) == len(to_run) and bool(to_run)
     total_seconds = sum(seconds.values())
@@ -308,3 +397,19 @@ def bill_lines(b: Dict) -> List[str]:
                  f"no throughput measured on {r['device']} (none in this store, none in the shipped table)")
         lines.append(f"  {s['model']}/{s['dataset']}: {where}")
     return lines
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.cost",
+                                     description="Write orchestrator/pair_facts.json: every preset pair's counts, "
+                                                 "from its built network (run after changing a model).")
+    parser.parse_args(argv)
+    for f in write_pair_facts_table(preset_pairs()):
+        print(f"{f.model}/{f.dataset}: {f.prunable_weights:,} prunable weights in {f.prunable_layers} layers, "
+              f"{f.dense_macs:,} multiply-adds per example")
+    print(f"wrote {PAIR_FACTS_TABLE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -116,10 +116,12 @@ def plan(sweep: SweepSpec, store: ResultsStore, policy: ResourcePolicy) -> Dict:
     trials = sweep.trials()
     own = sweep.own_trials()
     members = sweep.shared_dense_members()
+    ids = [t.trial_id for t in trials]  # each id hashes the trial's whole description: once here, not per use
     done = store.finished_ids() if store.exists() else set()
-    stored_as = {t.trial_id: [m for m in members.get(t.trial_id, ()) if m in done] for t in trials}
-    to_run = [t for t in trials if t.trial_id not in done and not stored_as[t.trial_id]]
-    passes = {t.trial_id: estimated_prune_passes(t) for t in to_run}
+    stored_as = {i: [m for m in members.get(i, ()) if m in done] for i in ids}
+    left = [(t, i) for t, i in zip(trials, ids) if i not in done and not stored_as[i]]
+    to_run, to_run_ids = [t for t, _ in left], [i for _, i in left]
+    passes = {i: estimated_prune_passes(t) for t, i in left}
     pairs, facts, seen_pairs = [], {}, set()
     parts = sweep.parts()
     for part in parts:
@@ -140,12 +142,11 @@ def plan(sweep: SweepSpec, store: ResultsStore, policy: ResourcePolicy) -> Dict:
     variants = [f"{v.algorithm} x{v.prune(0).iterations}" + (f" ({v.mode} mode)" if v.mode != DEFAULT_PRUNE_MODE else "")
                 + (f" ({v.levels} levels)" if v.levels else "") + (f" [{v.ablation}]" if v.ablation != "none" else "")
                 for v in dict.fromkeys(v for part in parts for v in part.algorithms)]
-    shared = [t for t in trials if t.trial_id in members]
+    shared = [i for i in ids if i in members]
     return {
         "sweep": sweep.name, "trials": len(trials), "done": len(trials) - len(to_run), "to_run": len(to_run),
         "trials_without_sharing": len(own), "shared_dense_trials": len(shared),
-        "shared_dense_done_as_older_trials": sum(1 for t in shared if stored_as[t.trial_id]
-                                                 and t.trial_id not in done),
+        "shared_dense_done_as_older_trials": sum(1 for i in shared if stored_as[i] and i not in done),
         "model_names": list(dict.fromkeys(m for part in parts for m in part.models)),
         "dataset_names": list(dict.fromkeys(d for part in parts for d in part.datasets)),
         "pairs": pairs, "algorithms": variants,
@@ -155,11 +156,10 @@ def plan(sweep: SweepSpec, store: ResultsStore, policy: ResourcePolicy) -> Dict:
         "prune_passes": sum(p for p in passes.values() if p is not None),
         "imp_trials_not_counted_in_prune_passes": sum(p is None for p in passes.values()),
         "datasets_needed": sorted({t.data.name for t in to_run if needs_data(t)}),
-        "store": str(store), "to_run_specs": to_run, "all_specs": trials, "done_ids": done,
-        "grid_ids": [t.trial_id for t in trials] + [m for ms in members.values() for m in ms],
+        "store": str(store), "to_run_specs": to_run, "to_run_ids": to_run_ids, "all_specs": trials, "done_ids": done,
+        "grid_ids": ids + [m for ms in members.values() for m in ms],
         # each trial as the store holds it: a dense trial found as an algorithm's own 1x trial, by that trial's id
-        "stored_ids": {t.trial_id: (stored_as[t.trial_id][0] if stored_as[t.trial_id] and t.trial_id not in done
-                                    else t.trial_id) for t in trials},
+        "stored_ids": {i: (stored_as[i][0] if stored_as[i] and i not in done else i) for i in ids},
         "pair_facts": facts, "passes_by_trial": passes,
         "quarantined": list(getattr(store, "quarantined", [])),
     }
@@ -169,13 +169,13 @@ def add_bill(the_plan: Dict, store: ResultsStore, policy: ResourcePolicy, resour
              max_concurrent: Optional[int], keep_checkpoints: bool) -> None:
     """The plan's cost lines, for the resources seen (and each trial's expected cost, which weights the ETA)."""
     to_run = the_plan["to_run_specs"]
-    asks = {t.trial_id: trial_resources(t, policy) for t in to_run}
+    asks = {i: trial_resources(t, policy) for t, i in zip(to_run, the_plan["to_run_ids"])}
     the_plan["bill"] = cost.bill(to_run, the_plan["pair_facts"], the_plan["passes_by_trial"], asks, resources,
                                  stored_throughputs(store), max_concurrent, keep_checkpoints)
     the_plan["expected_cost"] = the_plan["bill"].pop("expected_cost")
 
 
-PRIVATE_KEYS = ("to_run_specs", "all_specs", "done_ids", "plugin_modules", "pair_facts", "passes_by_trial",
+PRIVATE_KEYS = ("to_run_specs", "to_run_ids", "all_specs", "done_ids", "plugin_modules", "pair_facts", "passes_by_trial",
                 "expected_cost", "grid_ids", "stored_ids")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import math
 import os
 import sys
@@ -17,11 +18,13 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from common.locations import absolute, checkpoint_root, join_location
 from common.plugins import Plugin
 from orchestrator.cluster import check_feasible, connect, node_capacities
 from orchestrator.grid import SweepSpec
 from orchestrator.plan import add_bill, cluster_resources, data_dir, print_plan, resource_asks
 from orchestrator.resources import ResourcePolicy, trial_resources
+from orchestrator.stops import install_stop_handlers, ray_watchdog
 from results_store import ResultsStore, filesystem_for
 from trainables.specs import TrialSpec
 
@@ -29,11 +32,6 @@ from trainables.specs import TrialSpec
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 # The driver prints its own progress lines; Tune's tables and TensorBoard hints would bury them.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-CHECKPOINTS_DIR = "checkpoints"  # under --storage-path: <trial_id>/state-*.pt, the project's own
-
-
-def absolute(location: str) -> str:
-    return location if "://" in location else os.path.abspath(os.path.expanduser(location))
 
 
 def format_seconds(seconds: float) -> str:
@@ -43,7 +41,7 @@ def format_seconds(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
-FINAL_STATUSES = ("completed", "diverged", "failed", "already_in_store")  # a trial's last report says one of these
+FINAL_STATUSES = ("completed", "diverged", "failed", "already_in_store", "storage_error", "held_elsewhere")  # a trial's last report says one of these
 
 
 @dataclass
@@ -184,7 +182,7 @@ def make_progress(total: int, name: str, stream=None, interval: float = 5.0,
             diverged, failed or already stored trial skips are no work of this run's, so they leave the rate be."""
             if clock.outcome is not None:
                 return
-            clock.outcome = "failed" if status == "failed" else "done"
+            clock.outcome = {"failed": "failed", "storage_error": "failed", "held_elsewhere": "held"}.get(status, "done")
             clock.ended_at = finished_at if finished_at is not None else time.time()
             if status != "completed":
                 clock.fraction_before = (clock.fraction_before or 0.0) + (1.0 - clock.fraction)
@@ -214,14 +212,11 @@ def make_progress(total: int, name: str, stream=None, interval: float = 5.0,
             elapsed, eta = now - self.start, self.eta(now)
             print(f"[{name}] {outcomes['done']}/{total} done, {running} running, {outcomes['failed']} failed"
                   + (f", {self.restarted} restarted" if self.restarted else "")
+                  + (f", {outcomes['held']} being trained by another sweep" if outcomes["held"] else "")
                   + f", {format_seconds(elapsed)} elapsed" + (f", ETA {format_seconds(eta)}" if eta is not None else ""),
                   file=stream or sys.stderr, flush=True)
 
     return Progress()
-
-
-def checkpoint_root(storage_path: str) -> str:
-    return f"{absolute(storage_path).rstrip('/')}/{CHECKPOINTS_DIR}"
 
 
 def free_finished_checkpoints(storage_path: str, done: set) -> int:
@@ -257,9 +252,27 @@ def run_sweep(args: argparse.Namespace, sweep: SweepSpec, store: ResultsStore, t
     from trainables.trial import run_trial
 
     storage_path = absolute(args.storage_path)
+    # Tune's saved experiment state is never read back (each trial resumes from its own checkpoint), so its failure
+    # to save it (a full disk) is no news; the trial that meets the disk names it in one line.
+    logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.CRITICAL)
 
     def resources(config: Dict) -> PlacementGroupFactory:
         return PlacementGroupFactory([trial_resources(TrialSpec.from_dict(config["spec"]), policy)])
+
+    class StopOnStorageError(tune.Stopper):
+        """A full, read-only or forbidden disk ends the whole run at once: every trial would only fail the same way
+        after training (before: 4 retries of every trial, each trained in full, 32 tracebacks)."""
+
+        def __init__(self) -> None:
+            self.stopped = False
+
+        def __call__(self, trial_id, result) -> bool:
+            if result.get("status") == "storage_error":
+                self.stopped = True
+            return False
+
+        def stop_all(self) -> bool:
+            return self.stopped
 
     run_name = unique_run_name(sweep.name)
     progress = make_progress(len(to_run), sweep.name,
@@ -279,20 +292,45 @@ def run_sweep(args: argparse.Namespace, sweep: SweepSpec, store: ResultsStore, t
         run_config=tune.RunConfig(
             name=run_name, storage_path=storage_path, verbose=0,
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
-            callbacks=[progress],
+            callbacks=[progress], stop=StopOnStorageError(),
         ),
     )
     print(f"[{sweep.name}] running {len(to_run)} trials; checkpoints in {checkpoint_root(storage_path)}, "
-          f"Tune's run directory {storage_path}/{run_name}", file=sys.stderr)
+          f"Tune's run directory {join_location(storage_path, run_name)}", file=sys.stderr)
     start = time.time()
-    results = tuner.fit()
+    try:
+        results = tuner.fit()
+    except Exception as exc:  # Tune's own writes under the storage path: name the disk, not Ray's EOFError
+        problem = storage_problem(storage_path, exc)
+        if problem is None:
+            raise
+        return {"ran": len(to_run), "seconds": time.time() - start, "errored": [], "interrupted": True,
+                "storage_error": problem}
+    storage = [str(r.metrics.get("error")) for r in results if (r.metrics or {}).get("status") == "storage_error"]
     errored = [_last_line(str(r.error)) for r in results if r.error is not None]
     errored += [str((r.metrics or {}).get("error")) for r in results
                 if r.error is None and (r.metrics or {}).get("status") == "failed"]
-    finished = sum(1 for r in results if r.error is not None or (r.metrics or {}).get("status") in
-                   ("completed", "diverged", "failed", "already_in_store"))
+    finished = sum(1 for r in results if r.error is not None or (r.metrics or {}).get("status") in FINAL_STATUSES)
+    held = sorted({str(r.metrics.get("spec_id")) for r in results
+                   if r.error is None and (r.metrics or {}).get("status") == "held_elsewhere"})
     return {"ran": len(to_run), "seconds": time.time() - start, "errored": errored,
-            "interrupted": finished < len(to_run)}
+            "interrupted": finished < len(to_run), "storage_error": storage[0] if storage else None, "held": held}
+
+
+def storage_problem(storage_path: str, exc: BaseException) -> Optional[str]:
+    """One line naming the storage path and its error, when the run died of a disk that is full, read-only or
+    forbidden (in the exception, or found by writing a probe there now); None for any other error."""
+    from common.storage import one_line, storage_errno
+    from results_store import StoreError, check_writable
+
+    if storage_errno(exc) is not None:
+        return f"--storage-path {storage_path}: {one_line(exc)}"
+    try:
+        check_writable(storage_path, "--storage-path")
+    except StoreError as probe:
+        if storage_errno(probe) is not None:
+            return str(probe)
+    return None
 
 
 def _last_line(text: str) -> str:
@@ -325,6 +363,7 @@ def launch(args: argparse.Namespace, sweep: SweepSpec, store: ResultsStore, the_
     plugins = the_plan.get("plugin_modules", [])
     where = connect(args.address, args.num_cpus,
                     {"py_modules": list({id(p.shipped): p.shipped for p in plugins}.values())} if plugins else None)
+    install_stop_handlers()  # again: ray.init replaced them (SIGTERM ended the driver with a C++ stack dump)
     policy = ResourcePolicy(cluster_has_gpus=ray.cluster_resources().get("GPU", 0) > 0,
                             gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial)
     the_plan["resources"] = resource_asks(the_plan["to_run_specs"], policy)  # now that the GPUs are known
@@ -332,4 +371,41 @@ def launch(args: argparse.Namespace, sweep: SweepSpec, store: ResultsStore, the_
     add_bill(the_plan, store, policy, cluster_resources(where), args.max_concurrent, args.keep_checkpoints)
     if not args.json:
         print_plan(the_plan, False, f"on {where}")
-    return run_sweep(args, sweep, store, the_plan["to_run_specs"], policy, plugins, the_plan.get("expected_cost"))
+    to_run = the_plan["to_run_specs"]
+    with ray_watchdog(str(store)):
+        outcome = run_sweep(args, sweep, store, to_run, policy, plugins, the_plan.get("expected_cost"))
+        # Trials another sweep was training: wait for it, then train those it left unfinished (its lease went stale).
+        while outcome.get("held") and not outcome["interrupted"] and not outcome.get("storage_error"):
+            left = wait_for_other_sweeps(store, outcome["held"], sweep.name)
+            if not left:
+                break
+            more = run_sweep(args, sweep, store, [t for t in to_run if t.trial_id in left], policy, plugins,
+                             the_plan.get("expected_cost"))
+            outcome = {**more, "ran": outcome["ran"] + more["ran"], "seconds": outcome["seconds"] + more["seconds"],
+                       "errored": outcome["errored"] + more["errored"]}
+    return outcome
+
+
+def wait_for_other_sweeps(store: ResultsStore, trial_ids: Sequence[str], name: str,
+                          stream=None, note_every: float = 30.0) -> List[str]:
+    """Wait while another sweep holds a fresh lease on any of `trial_ids`; the ids not in the store once none is
+    held (their holder died: this sweep trains them, from their checkpoints). A line every `note_every` s names
+    what it waits for, so a batch log never goes silent."""
+    from results_store.lease import holder_of, lease_ttl
+
+    poll = min(max(lease_ttl() / 4, 0.5), 10.0)
+    last_note = 0.0
+    while True:
+        done = store.finished_ids() if len(trial_ids) > 20 else {i for i in trial_ids if store.has_trial(i)}
+        open_ids = [i for i in trial_ids if i not in done]
+        holders = {i: holder_of(store, f"trial-{i}") for i in open_ids}
+        held = {i: h for i, h in holders.items() if h is not None}
+        if not held:
+            return open_ids
+        if time.time() - last_note >= note_every:
+            last_note = time.time()
+            first = sorted(held)[0]
+            print(f"[{name}] waiting for {len(held)} trial(s) another sweep is training (trial {first}: "
+                  f"{held[first].describe()}); each is trained once, by whichever sweep holds it", file=stream or sys.stderr,
+                  flush=True)
+        time.sleep(poll)

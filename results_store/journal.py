@@ -12,42 +12,31 @@ idempotent, so any process that finds a journal can finish the change: the
 store's operations that decide what is done call `roll_forward` first.
 
 At no moment are a trial's rows visible twice: the old files are gone before
-the new ones appear. In between, the trials of the change are briefly absent.
+the new ones appear. In between, the trials of the change are briefly absent
+(`hidden_trials` names them where nobody can finish the change: a read-only
+copy of the store).
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-import os
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
-import pyarrow as pa
-
-from results_store.files import StoreError, join, one_line
-
-try:  # POSIX advisory locks serialise compactions on a local store; object stores rely on one compactor
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
-if TYPE_CHECKING:
-    from results_store.store import ResultsStore
+from results_store.files import StoreFiles, join
 
 PREFIX = "_compaction-"
 SUFFIX = ".json"
-LOCK_NAME = "_compaction.lock"
 VERSION = 1
 
 
-def journal_names(store: "ResultsStore") -> List[str]:
+def journal_names(files: StoreFiles) -> List[str]:
     """Base names of the journals at the store's root, oldest first by name."""
-    infos = store._listdir(store._root)
+    infos = files.listdir(files.root)
     return sorted(i.base_name for i in infos if i.base_name.startswith(PREFIX) and i.base_name.endswith(SUFFIX))
 
 
-def write_journal(store: "ResultsStore", name: str, journal: Dict[str, Any]) -> None:
-    store._put(join(store._root, name), json.dumps(journal, indent=1).encode())
+def write_journal(files: StoreFiles, name: str, journal: Dict[str, Any]) -> None:
+    files.put(join(files.root, name), json.dumps(journal, indent=1).encode())
 
 
 def new_journal(kind: str, parts: Dict[str, List[str]], delete: List[List[str]],
@@ -64,62 +53,71 @@ def _valid(journal: Any) -> bool:
                     for pair in journal["publish"]))
 
 
-def apply(store: "ResultsStore", name: str, journal: Dict[str, Any]) -> None:
+def apply(files: StoreFiles, name: str, journal: Dict[str, Any]) -> None:
     """Finish the change a journal describes; safe to run again, or in two processes at once."""
-    path = join(store._root, name)
+    path = join(files.root, name)
     for phase in journal["delete"]:
-        store._map(lambda rel: store._delete(store._abs(rel)), phase)
-    if not store._is_file(path):
+        files.map(lambda rel: files.delete(files.path_of(rel)), phase)
+    if not files.is_file(path):
         return  # another process finished this change (and may since have changed the store again)
     for hidden, visible in journal["publish"]:
         try:
-            store._move(store._abs(hidden), store._abs(visible))
+            files.move(files.path_of(hidden), files.path_of(visible))
         except FileNotFoundError:
             pass  # already renamed, by this or another process
-    store._delete(path)
+    files.delete(path)
 
 
-def read_journal(store: "ResultsStore", name: str) -> Optional[Dict[str, Any]]:
-    """A journal's contents; None when it is gone (another process finished it) or was moved aside as unreadable."""
-    path = join(store._root, name)
-    try:
-        with store._fs.open_input_stream(path) as stream:
-            raw = stream.read()
-    except FileNotFoundError:
-        return None
-    except (OSError, pa.ArrowException) as exc:
-        raise StoreError(f"store {store.location}: cannot read {name}: {one_line(exc)}") from None
+def _parse(raw: bytes) -> Optional[Dict[str, Any]]:
     try:
         journal = json.loads(raw.decode())
     except ValueError:
-        journal = None
-    if not _valid(journal):
-        store._move_aside(path, "not a compaction journal this version can apply", True)
         return None
+    return journal if _valid(journal) else None
+
+
+def load_journal(files: StoreFiles, name: str) -> Optional[Dict[str, Any]]:
+    """A journal's contents; None when it is gone or is no journal this version can apply (changes nothing)."""
+    return files.read_parsed(join(files.root, name), _parse)[1]
+
+
+def read_journal(files: StoreFiles, name: str) -> Optional[Dict[str, Any]]:
+    """A journal's contents; None when it is gone (another process finished it) or was moved aside as unreadable."""
+    journal = load_journal(files, name)
+    if journal is None and files.is_file(join(files.root, name)):
+        files.move_aside(join(files.root, name), "not a compaction journal this version can apply", True)
     return journal
 
 
-def roll_forward(store: "ResultsStore") -> int:
+def roll_forward(files: StoreFiles) -> int:
     """Finish every change left half-done by a crashed (or still running) process; the number of journals applied."""
     applied = 0
-    for name in journal_names(store):
-        journal = read_journal(store, name)
+    for name in journal_names(files):
+        journal = read_journal(files, name)
         if journal is not None:
-            apply(store, name, journal)
+            apply(files, name, journal)
             applied += 1
     return applied
 
 
-@contextlib.contextmanager
-def exclusive(store: "ResultsStore") -> Iterator[None]:
-    """Hold the store's compaction lock (local stores; released by the OS if the process dies)."""
-    if not store._local or fcntl is None:
-        yield
-        return
-    store._mkdir(store._root)
-    fd = os.open(os.path.join(store._root, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+def hidden_trials(files: StoreFiles) -> List[str]:
+    """Trials of unfinished changes that no visible file holds: their old files are deleted and their new parts
+    not yet published. A store that can be written shows none once `roll_forward` ran; a read-only one may."""
+    names = journal_names(files)
+    if not names:
+        return []
+    per_trial = set(files.list_trial_files("trials"))
+    missing = set()
+    for name in names:
+        journal = load_journal(files, name)
+        if journal is None:
+            continue
+        old_parts = [rel for phase in journal["delete"] for rel in phase if rel.startswith("trials/compacted/")]
+        if any(files.is_file(files.path_of(rel)) for rel in old_parts):
+            continue  # an eviction whose old group is still there, holding these trials
+        parts = journal.get("parts")
+        for group, ids in (parts.items() if isinstance(parts, dict) else ()):
+            if not isinstance(ids, list) or files.is_file(files.part_path("trials", str(group))):
+                continue
+            missing.update(i for i in ids if isinstance(i, str) and i not in per_trial)
+    return sorted(missing)

@@ -1,6 +1,6 @@
-"""The three tables' fixed schemas, building a table from rows, and matching a file to its table.
+"""The three tables' fixed schemas, building a table from rows, and matching a file to its table and trial.
 
-Imports pyarrow only: no torch, no ray, no pandas.
+The bottom of the store's chain (see files.py). Imports pyarrow only: no torch, no ray, no pandas.
 """
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import base64
 import datetime as dt
 import math
 import re
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,6 +22,8 @@ _UTC_MICROS = pa.timestamp("us", tz="UTC")
 # Column names whose values are accuracies, stored as fractions in [0, 1].
 _FRACTION_COLUMNS = ("final_top1", "final_top5", "best_top1", "top1", "top5")
 SAFE_TRIAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# A per-trial file's footer names its trial here (files written before this key have only statistics).
+TRIAL_ID_KEY = b"prune_sweep.trial_id"
 
 
 def _field(name: str, type_: pa.DataType, nullable: bool = False) -> pa.Field:
@@ -220,7 +222,9 @@ def conform(table: str, data: pa.Table, columns: Optional[List[str]] = None) -> 
     columns = list(schema.names) if columns is None else columns
     target = pa.schema([schema.field(c) for c in columns])
     if data.schema.equals(target):
-        return data, None  # the fast path: a file the store wrote (required columns cannot hold nulls)
+        # The fast path: a file the store wrote (required columns cannot hold nulls). Its footer's key-value
+        # metadata (a per-trial file's trial id) must not travel into compacted parts.
+        return data.replace_schema_metadata(None), None
     present = set(data.schema.names)
     out = []
     for f in target:
@@ -233,8 +237,52 @@ def conform(table: str, data: pa.Table, columns: Optional[List[str]] = None) -> 
     return pa.Table.from_arrays(out, schema=target), None
 
 
-def to_parquet_bytes(data: pa.Table) -> bytes:
-    """A table serialised as one Parquet file (written to its destination in one piece)."""
+def trial_id_problem(metadata: pq.FileMetaData, trial_id: str) -> Optional[str]:
+    """None when a per-trial file's footer shows it holds rows of `trial_id` only, else what it holds instead.
+
+    The trial_id column's row-group statistics decide (min == max == the id in every row group): they
+    describe the rows themselves, which every pyarrow writer records. The footer's TRIAL_ID_KEY entry decides
+    only when they cannot (no statistics): it survives a read, change and write of the table by other tools,
+    so it may name a trial the rows no longer hold. A file with no rows, or neither, holds no other trial.
+    """
+    held = _statistics_ids(metadata)
+    if held is None:
+        named = (metadata.metadata or {}).get(TRIAL_ID_KEY)
+        held = None if named is None else {named.decode("utf-8", "replace")}
+    if not held or held == {trial_id}:
+        return None
+    if len(held) == 1:
+        return f"holds trial {next(iter(held))}, not {trial_id}"
+    return f"holds trials {min(held)} to {max(held)}, not {trial_id} alone"
+
+
+def _statistics_ids(metadata: pq.FileMetaData) -> Optional[Set[str]]:
+    """The trial ids the trial_id column's statistics bound (min and max of every row group with rows); None
+    when a row group with rows has none, or the file has no trial_id column."""
+    if not metadata.num_row_groups:
+        return set()
+    first = metadata.row_group(0)
+    column = next((j for j in range(first.num_columns) if first.column(j).path_in_schema == "trial_id"), None)
+    if column is None:
+        return None
+    bounds: Set[str] = set()
+    for i in range(metadata.num_row_groups):
+        group = metadata.row_group(i)
+        if group.num_rows == 0:
+            continue
+        statistics = group.column(column).statistics
+        if statistics is None or not statistics.has_min_max:
+            return None
+        bounds.update((statistics.min, statistics.max))
+    return bounds
+
+
+def to_parquet_bytes(data: pa.Table, trial_id: Optional[str] = None) -> bytes:
+    """A table serialised as one Parquet file (written to its destination in one piece); a per-trial file's
+    footer names its `trial_id` under TRIAL_ID_KEY."""
     sink = pa.BufferOutputStream()
-    pq.write_table(data, sink)
+    with pq.ParquetWriter(sink, data.schema) as writer:
+        writer.write_table(data)
+        if trial_id is not None:
+            writer.add_key_value_metadata({TRIAL_ID_KEY: trial_id.encode()})
     return sink.getvalue().to_pybytes()

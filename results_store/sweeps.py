@@ -17,58 +17,60 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set
+from typing import Any, Dict, List, Optional, Sequence, Set
 
 import pyarrow as pa
 
-from results_store.files import StoreError, join, one_line
+from results_store.files import StoreError, StoreFiles, join, one_line, store_files
 from results_store.schema import SAFE_TRIAL_ID
-
-if TYPE_CHECKING:
-    from results_store.store import ResultsStore
 
 SWEEPS = "_sweeps"
 
 
-def record_grid(store: "ResultsStore", name: str, trial_ids: Sequence[str], command: Sequence[str] = ()) -> str:
-    """Write the sweep's trial ids (atomically); returns the file's path relative to the store."""
+def record_grid(store: Any, name: str, trial_ids: Sequence[str], command: Sequence[str] = ()) -> str:
+    """Write the sweep's trial ids (atomically) to a ResultsStore; returns the file's path relative to the store."""
+    files = store_files(store)
     if not SAFE_TRIAL_ID.match(name or ""):
         raise ValueError(f"sweep name must be letters, digits, '_', '.', '-', got {name!r}")
     ids = sorted(set(trial_ids))
     digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
     record = {"sweep": name, "recorded_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "trials": len(ids), "command": list(command), "trial_ids": ids}
-    path = join(store._root, SWEEPS, name, f"{digest}.json")
-    store._put(path, json.dumps(record, indent=0).encode())
-    return store._rel(path)
+    path = join(files.root, SWEEPS, name, f"{digest}.json")
+    files.put(path, json.dumps(record, indent=0).encode())
+    return files.rel(path)
 
 
-def recorded_sweeps(store: "ResultsStore") -> List[str]:
+def recorded_sweeps(store: Any) -> List[str]:
     """Names of the sweeps whose grids the store has recorded."""
-    return sorted(i.base_name for i in store._listdir(join(store._root, SWEEPS))
+    files = store_files(store)
+    return sorted(i.base_name for i in files.listdir(join(files.root, SWEEPS))
                   if i.type == pa.fs.FileType.Directory and not i.base_name.startswith((".", "_")))
 
 
-def grid_trial_ids(store: "ResultsStore", name: str) -> Optional[Set[str]]:
+def grid_trial_ids(store: Any, name: str) -> Optional[Set[str]]:
     """The union of every grid recorded under `name`; None when none was (older stores, or another tool)."""
-    files = [i for i in store._listdir(join(store._root, SWEEPS, name))
-             if i.type == pa.fs.FileType.File and i.base_name.endswith(".json") and not i.base_name.startswith(".")]
-    if not files:
+    files = store_files(store)
+    records = [i for i in files.listdir(join(files.root, SWEEPS, name))
+               if i.type == pa.fs.FileType.File and i.base_name.endswith(".json") and not i.base_name.startswith(".")]
+    if not records:
         return None
     ids: Set[str] = set()
-    for info in files:
-        ids.update(_read(store, info.path)["trial_ids"])
+    for info in records:
+        ids.update(_read(files, info.path)["trial_ids"])
     return ids
 
 
-def _read(store: "ResultsStore", path: str) -> Dict[str, Any]:
+def _read(files: StoreFiles, path: str) -> Dict[str, Any]:
     try:
-        with store._fs.open_input_stream(path) as stream:
-            record = json.loads(stream.read())
+        raw = files.read_bytes(path)
+        if raw is None:
+            raise FileNotFoundError("removed while reading")
+        record = json.loads(raw)
         ids = record["trial_ids"]
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise ValueError("trial_ids is not a list of strings")
         return record
     except (OSError, pa.ArrowException, ValueError, KeyError, TypeError) as exc:
-        raise StoreError(f"store {store.location}: unreadable sweep record {store._rel(path)}: "
+        raise StoreError(f"store {files.location}: unreadable sweep record {files.rel(path)}: "
                          f"{one_line(exc)}") from None

@@ -8,15 +8,17 @@ Accuracy of a cell = BASE[algorithm][log10] + PANEL_SHIFT + SEED_OFFSET[seed].
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib
 import matplotlib.image
 import pandas as pd
 import pytest
 
-from analysis import accuracy_figures, plots, summary, tables
+from analysis import accuracy_figures, drawing, plots, summary, tables
 from analysis.drawing import PanelLayout
 from analysis.load import Results, default_settings, load_results
 from results_store import ResultsStore
@@ -395,3 +397,61 @@ def test_analysis_and_store_import_without_torch_or_ray():
             "sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray'))")
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
+
+
+def test_what_the_store_could_not_read_is_said_first(store_dir, tmp_path, capsys):
+    store = tmp_path / "results"
+    shutil.copytree(store_dir, store)
+    assert summary.main(["--store", str(store)]) == 0
+    clean = capsys.readouterr().out.splitlines()
+    (store / "trials" / "zzz.parquet").write_bytes(b"garbage bytes, not a parquet file")
+    warning = "warning: the store could not read everything: "
+
+    assert summary.main(["--store", str(store)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    said = [line for line in lines if line.startswith(warning)]
+    assert len(said) == 1 and "trials/zzz.parquet" in said[0]
+    # Right under the title, once (not again in the notes), and every readable trial is summarised as before.
+    assert lines == clean[:2] + [said[0], ""] + clean[2:]
+
+    assert summary.main(["--store", str(store), "--format", "csv"]) == 0
+    printed = capsys.readouterr()
+    assert printed.err.splitlines() == said  # on stderr: the CSV stays rows
+    assert printed.out.splitlines()[0].startswith("table,model,dataset,algorithm,")
+
+    out = tmp_path / "summary.md"
+    assert summary.main(["--store", str(store), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines() == said + [f"wrote {out}"]
+    assert out.read_text().splitlines()[2] == said[0]
+
+    assert plots.main(["--store", str(store), "--out", str(tmp_path / "fig"), "--only", "cost", "--jobs", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == said[0] and lines[-1] == f"wrote 1 figure(s) to {tmp_path / 'fig'}: cost"
+
+
+def test_save_lays_a_figure_out_once_and_writes_the_png_savefig_would(results, tmp_path):
+    selected, caption = default_settings(results.trials)
+    curves = tables.accuracy_curves(selected)
+    layout = PanelLayout.of(tables.panels(curves))
+
+    def draw():
+        return accuracy_figures.draw_accuracy(curves, tables.dense_reference(selected), results.trials, layout,
+                                              caption)
+    fig = draw()
+    with matplotlib.rc_context(drawing.STYLE):
+        fig.savefig(tmp_path / "by_savefig.png", dpi=drawing.PNG_DPI)
+    fig = draw()
+    assert drawing.save(fig, tmp_path, "by_save") == [tmp_path / "by_save.png", tmp_path / "by_save.pdf"]
+    assert (tmp_path / "by_save.png").read_bytes() == (tmp_path / "by_savefig.png").read_bytes()
+    assert fig.get_layout_engine() is not None  # given back: the figure lays itself out again if drawn again
+
+
+def test_figures_drawn_by_worker_processes_are_the_same_files(store_dir, tmp_path, capsys):
+    here = plots.draw_all(str(store_dir), tmp_path / "here", ["accuracy", "layer_density", "cost"], jobs=1)
+    printed_here = capsys.readouterr().out
+    workers = plots.draw_all(str(store_dir), tmp_path / "workers", ["accuracy", "layer_density", "cost"], jobs=2)
+    assert capsys.readouterr().out == printed_here  # the same lines, in the same order
+    assert [p.relative_to(tmp_path / "workers") for p in workers] == [p.relative_to(tmp_path / "here") for p in here]
+    for path in here:
+        if path.suffix != ".pdf":  # a PDF carries its creation time
+            assert path.read_bytes() == (tmp_path / "workers" / path.name).read_bytes(), path.name

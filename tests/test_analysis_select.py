@@ -120,7 +120,8 @@ def test_plots_of_one_sweep_in_a_mixed_store_draw_no_empty_panel(mixed, tmp_path
         return drawn["accuracy"]
 
     monkeypatch.setattr(accuracy_figures, "draw_accuracy", keep)
-    assert plots.main(["--store", str(mixed), "--out", str(tmp_path / "digits"), "--sweep", "digits"]) == 0
+    # One process: the figure is kept here (drawn by workers, it would be theirs).
+    assert plots.main(["--store", str(mixed), "--out", str(tmp_path / "digits"), "--sweep", "digits", "--jobs", "1"]) == 0
     printed = capsys.readouterr().out
     assert "vgg16_bn" not in printed
     titles = visible_titles(drawn["accuracy"].axes)

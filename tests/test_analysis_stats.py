@@ -329,3 +329,74 @@ def test_effective_sparsity_figure_draws_disconnected_seeds_on_the_infinity_row(
     assert ablation_figures.effective_sparsity_figure(old, tmp_path / "old", lines.append) == []
     assert lines == ["effective_sparsity: no trial records effective_remaining_params (the store predates it); "
                      "figure not drawn"]
+
+
+# ------------------------------------------------------------- learning curves and conservation, by hand
+
+def test_learning_curves_by_hand():
+    trials = frame([
+        trial("synflow", 1, 0, trial_id="a"), trial("synflow", 1, 1, trial_id="b"),
+        # one shared dense trial stands as both algorithms' 1x point: its epochs count for each
+        trial("synflow", 0, 0, trial_id="d", shared_dense=True), trial("snip", 0, 0, trial_id="d", shared_dense=True),
+        trial("snip", 1, 0, trial_id="p", epochs=0),  # pruned only
+    ])
+    rows = [("a", 1, 0.5, 2.0), ("a", 2, 0.6, 1.0), ("b", 1, 0.7, 3.0), ("b", 2, 0.8, 2.0),
+            ("d", 1, 0.9, 0.5), ("d", 2, 0.95, 0.25), ("x", 1, 0.1, 9.0)]  # x: a trial not selected
+    epochs = pd.DataFrame(rows, columns=["trial_id", "epoch", "top1", "train_loss"])
+    curves = tables.learning_curves(trials, epochs)
+    assert curves[["algorithm", "log10_compression", "epoch"]].values.tolist() == [
+        ["synflow", 0.0, 1], ["synflow", 0.0, 2], ["synflow", 1.0, 1], ["synflow", 1.0, 2],
+        ["snip", 0.0, 1], ["snip", 0.0, 2]]
+    assert curves["compression"].tolist() == [1.0, 1.0, 10.0, 10.0, 1.0, 1.0]
+    # synflow at 10x, epoch 1: top-1 50 and 70 (%), loss 2 and 3; epoch 2: 60 and 80, 1 and 2
+    assert curves["top1_mean"].tolist() == pytest.approx([90.0, 95.0, 60.0, 70.0, 90.0, 95.0])
+    assert curves["top1_min"].tolist() == pytest.approx([90.0, 95.0, 50.0, 60.0, 90.0, 95.0])
+    assert curves["top1_max"].tolist() == pytest.approx([90.0, 95.0, 70.0, 80.0, 90.0, 95.0])
+    assert curves["train_loss_mean"].tolist() == [0.5, 0.25, 2.5, 1.5, 0.5, 0.25]
+    assert curves["train_loss_min"].tolist() == [0.5, 0.25, 2.0, 1.0, 0.5, 0.25]
+    assert curves["train_loss_max"].tolist() == [0.5, 0.25, 3.0, 2.0, 0.5, 0.25]
+    assert curves["trials"].tolist() == [1, 1, 2, 2, 1, 1]
+
+
+def test_conservation_pairs_pick_the_most_algorithms_then_the_smallest_ratio_and_seed():
+    def scored(algorithm, log10, seed, tid, model="vgg11_bn", dataset="cifar10"):
+        return trial(algorithm, log10, seed, model=model, dataset=dataset, trial_id=tid)
+    trials = frame([
+        scored("synflow", 1, 0, "s10"), scored("snip", 1, 0, "n10"),                 # 1 other algorithm
+        scored("synflow", 2, 0, "s20"), scored("snip", 2, 0, "n20"), scored("random", 2, 0, "r20"),  # 2, but 100x
+        scored("synflow", 1, 1, "s11"), scored("snip", 1, 1, "n11b"), scored("snip", 1, 1, "n11a"),
+        scored("random", 1, 1, "r11"),                                                # 2 at 10x: this one
+        scored("snip", 1, 0, "rn", model="resnet20"),                                  # no synflow here
+        scored("synflow", 1, 0, "vs", model="vgg16_bn", dataset="cifar100"),
+        scored("snip", 2, 0, "vn", model="vgg16_bn", dataset="cifar100"),              # nothing at synflow's cell
+    ])
+    layers = []
+    for i, tid in enumerate(trials["trial_id"]):
+        layers += [dict(trial_id=tid, layer_index=0, layer="c", kind="conv", size=10, score_sum=-float(i + 1)),
+                   dict(trial_id=tid, layer_index=1, layer="c", kind="bias", size=2, score_sum=5.0),  # not a weight
+                   dict(trial_id=tid, layer_index=2, layer="f", kind="linear", size=4, score_sum=float(i + 1))]
+    pairs, notes = tables.conservation_pairs(trials, pd.DataFrame(layers))
+    assert notes == ["(resnet20, cifar10): no synflow trial with layer scores",
+                     "(vgg16_bn, cifar100): no other algorithm scored at a synflow trial's compression and seed"]
+    # the first of two snip trials by id; positions count conv/linear layers only
+    assert pairs[["algorithm", "trial_id", "position", "log10_compression", "seed"]].values.tolist() == [
+        ["synflow", "s11", 0, 1.0, 1], ["synflow", "s11", 1, 1.0, 1], ["snip", "n11a", 0, 1.0, 1],
+        ["snip", "n11a", 1, 1.0, 1], ["random", "r11", 0, 1.0, 1], ["random", "r11", 1, 1.0, 1]]
+    assert pairs["score_sum"].tolist() == [-6.0, 6.0, -8.0, 8.0, -9.0, 9.0]
+    assert pairs["abs_score"].tolist() == [6.0, 6.0, 8.0, 8.0, 9.0, 9.0]
+    assert pairs["score_per_weight"].tolist() == [0.6, 1.5, 0.8, 2.0, 0.9, 2.25]
+
+
+def test_conservation_pairs_never_show_the_shared_dense_trials_scores_as_each_algorithms_own():
+    """At 1x every algorithm's point comes from one dense trial scored by magnitude: the figure showed five
+    identical panels labelled synflow, snip, ... So only trials scored by their own algorithm are paired."""
+    def scored(algorithm, log10, tid, shared=False):
+        return {**trial(algorithm, log10, 0, trial_id=tid), "shared_dense": shared}
+    trials = frame([scored("synflow", 0, "d", True), scored("snip", 0, "d", True), scored("random", 0, "d", True),
+                    scored("dense", 0, "d"), scored("synflow", 1, "s10"), scored("snip", 1, "n10")])
+    layers = [dict(trial_id=tid, layer_index=0, layer="c", kind="conv", size=10, score_sum=float(i + 1))
+              for i, tid in enumerate(["d", "s10", "n10"])]
+    pairs, notes = tables.conservation_pairs(trials, pd.DataFrame(layers))
+    assert notes == []
+    assert pairs[["algorithm", "trial_id", "log10_compression"]].values.tolist() == [
+        ["synflow", "s10", 1.0], ["snip", "n10", 1.0]]

@@ -21,6 +21,7 @@ def test_prune_one_prunes_to_the_exact_count():
 
 def test_every_command_gives_one_line_naming_itself_on_bad_input(tmp_path):
     for name, args in [("prune-sweep", ["--seeds", "x"]), ("prune-sweep-plots", ["--bogus"]),
+                       ("prune-sweep-plots", ["--store", str(tmp_path), "--out", str(tmp_path), "--jobs", "0"]),
                        ("prune-sweep-summary", ["--bogus"]), ("prune-sweep-store", ["compact"]),
                        ("prune-one", ["--iterations", "many"])]:
         out = command(name, *args)

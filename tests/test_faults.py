@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import pandas as pd
 import pytest
 
+from processes import descendants
 from results_store import ResultsStore
 from trainables.checkpoints import TrialCheckpoints
 
@@ -52,30 +53,9 @@ def run(tmp, *extra, timeout=300):
     return subprocess.run(command(tmp, *extra), capture_output=True, text=True, env=ENV, timeout=timeout)
 
 
-def descendants(pid: int):
-    """(pid, command line) of every process below `pid`, from /proc."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append((int(entry), cmdline))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child[0])
-    return found
-
-
 def kill_driver(driver: subprocess.Popen) -> None:
     """SIGKILL the driver (its local Ray goes with it), then make sure nothing of its session survives."""
-    survivors = [pid for pid, _ in descendants(driver.pid)]
+    survivors = [p.pid for p in descendants(driver.pid)]
     if driver.poll() is None:
         driver.send_signal(signal.SIGKILL)
     driver.communicate(timeout=60)
@@ -163,7 +143,7 @@ def finished(tmp) -> set:
 def workers(pid: int):
     """(pid, trial id) of each Tune worker below `pid` running a trial: Tune runs it in a directory named by the id."""
     found = []
-    for worker, cmd in descendants(pid):
+    for worker, _, cmd in descendants(pid):
         if cmd.startswith("ray::ImplicitFunc.train"):
             try:
                 found.append((worker, os.path.basename(os.readlink(f"/proc/{worker}/cwd"))))

@@ -92,7 +92,10 @@ def test_a_plugin_from_outside_the_project_runs_on_every_ray_worker_and_lands_li
 def test_bad_plugins_are_one_line_with_exit_code_2(tmp_path, capsys):
     broken = tmp_path / "broken_plugin.py"
     broken.write_text("raise RuntimeError('the lab forgot a file')\n")
+    quitting = tmp_path / "quitting_plugin.py"  # exit status 0 having run nothing, before
+    quitting.write_text("import sys\nsys.exit(0)\n")
     cases = [
+        ([str(quitting)], "plugin '" + str(quitting) + "' called sys.exit(0) while importing"),
         ([str(tmp_path / "absent.py")], "does not exist or is not a .py file"),
         (["no_such_lab.pruners"], "cannot import plugin 'no_such_lab.pruners': no module named 'no_such_lab'"),
         ([str(broken)], "failed to import: RuntimeError: the lab forgot a file"),

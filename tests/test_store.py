@@ -1,7 +1,9 @@
 """The Parquet results store, on real files: round trips, idempotent rewrites, damaged files."""
 from __future__ import annotations
 
+import ast
 import datetime as dt
+import errno
 import math
 import os
 import re
@@ -243,8 +245,9 @@ def test_a_path_under_a_regular_file_is_not_writable(tmp_path):
     store = ResultsStore(blocker / "results")
     with pytest.raises(StoreError, match=f"store {blocker / 'results'} is not writable: "):
         store.check_writable()
-    with pytest.raises(StoreError, match="cannot write"):
+    with pytest.raises(StoreError, match="cannot delete trials/a1b2c3d4e5f60718.parquet: ") as raised:
         store.write_trial(trial_row(), epoch_rows(), layer_rows())
+    assert (raised.value.errno, raised.value.fatal) == (errno.ENOTDIR, False)
 
 
 def test_check_writable_creates_the_store_and_its_tables_and_leaves_no_probe_behind(tmp_path):
@@ -274,7 +277,7 @@ def test_object_store_path_writes_single_objects():
     store.write_trial(trial_row("t1", final_top1=0.5), epoch_rows(), layer_rows())
     store.write_trial(trial_row("t1", final_top1=0.6), epoch_rows(), layer_rows())
     store.write_trial(trial_row("t2"), epoch_rows(), layer_rows())
-    everything = store._fs.get_file_info(pafs.FileSelector("bucket/results", recursive=True))
+    everything = store.files.fs.get_file_info(pafs.FileSelector("bucket/results", recursive=True))
     objects = sorted(i.path for i in everything if i.type == pafs.FileType.File)
     assert objects == [f"bucket/results/{table}/{t}.parquet" for table in ("epochs", "layers", "trials")
                        for t in ("t1", "t2")]  # one object per trial and table, no temp or probe objects
@@ -519,17 +522,25 @@ class Crash(BaseException):
 
 
 def crash_at(store, step):
-    """Make the store's `step`-th change (a put, delete or move) kill it; returns the log of changes made."""
-    log = []
-    store._map = lambda fn, items: [fn(item) for item in items]  # one change at a time: a deterministic order
-    for name in ("_put", "_delete", "_move"):
-        def change(*args, _real=getattr(store, name), _name=name):
-            if len(log) == step:
-                raise Crash(f"{_name} {store._rel(args[0])}")
-            log.append(f"{_name} {store._rel(args[0])}")
+    """Make the store's `step`-th change (a put, create, delete or move of `store.files`) kill it; returns the
+    log of changes made."""
+    log, died = [], []
+    files = store.files
+    files.map = lambda fn, items: [fn(item) for item in items]  # one change at a time: a deterministic order
+    for name in ("put", "create", "delete", "move"):
+        def change(*args, _real=getattr(files, name), _name=name):
+            if len(log) == step:  # and every change after it: a dead process makes none (a lease's release)
+                died.append(died[0] if died else f"{_name} {files.rel(args[0])}")
+                raise Crash(died[0])
+            log.append(f"{_name} {files.rel(args[0])}")
             return _real(*args)
-        setattr(store, name, change)
+        setattr(files, name, change)
     return log
+
+
+def data_changes(log):
+    """The log without the changes of lease files (_leases/)."""
+    return [entry for entry in log if " _leases/" not in entry]
 
 
 def crashed_copy(template, root, step, change):
@@ -558,8 +569,12 @@ def test_compaction_killed_at_every_step_recovers_with_every_trial_once(tmp_path
     store = ResultsStore(probe)
     log = crash_at(store, -1)
     store.compact(rows_per_part=4)  # two groups: p0, t1 and t2, t3
-    kinds = [entry.split()[0] for entry in log]
-    assert kinds.count("_move") == 6 and kinds.count("_put") == 8  # 3 parts + 1 journal a group
+    kinds = [entry.split()[0] for entry in data_changes(log)]
+    assert kinds.count("move") == 6 and kinds.count("put") == 8  # 3 parts + 1 journal a group
+    # The lease: its lock file, the lease, a renewal before each group's journal, the release.
+    assert [e for e in log if " _leases/" in e] == ["create _leases/.lock", "create _leases/compaction.json",
+                                                   "put _leases/compaction.json", "put _leases/compaction.json",
+                                                   "delete _leases/compaction.json"]
 
     for step, interrupted in enumerate(log):
         root = crashed_copy(template, tmp_path / f"crash-{step}", step, lambda s: s.compact(rows_per_part=4))
@@ -578,10 +593,12 @@ def test_a_read_after_a_crash_between_deleting_and_publishing_sees_every_trial(t
     root = tmp_path / "results"
     make_store(root, ["t1", "t2"])
     store = ResultsStore(root)
-    log = crash_at(store, 3 + 1 + 6)  # after the 3 hidden parts, the journal and the 6 per-trial deletes
-    with pytest.raises(Crash, match="_move epochs/compacted/.part-"):
+    # After the lease (its lock file and itself), the 3 hidden parts, the lease's renewal, the journal and the
+    # 6 per-trial deletes.
+    log = crash_at(store, 2 + 3 + 1 + 1 + 6)
+    with pytest.raises(Crash, match="move epochs/compacted/.part-"):
         store.compact()
-    assert log[-1].startswith("_delete layers/") and len(log) == 10
+    assert log[-1].startswith("delete layers/") and len(log) == 13
     assert pd.read_parquet(root / "trials").empty  # absent for a moment, never twice
     assert sorted(ResultsStore(root).read("trials")["trial_id"]) == ["t1", "t2"]  # read rolls forward
     assert sorted(pd.read_parquet(root / "trials")["trial_id"]) == ["t1", "t2"]
@@ -595,7 +612,8 @@ def test_rewriting_a_compacted_trial_killed_at_every_step_never_doubles_a_row(tm
     store = ResultsStore(probe)
     log = crash_at(store, -1)
     store.write_trial(trial_row("t2", final_top1=0.25), epoch_rows(), layer_rows())
-    assert len(log) == 3 + 1 + 3 + 3 + 1 + 1 + 3  # new parts, journal, 3 deletes, 3 moves, journal, trial files
+    # new parts, journal, 3 deletes, 3 moves, journal, trial files; and the lease, its renewal, its release
+    assert len(data_changes(log)) == 3 + 1 + 3 + 3 + 1 + 1 + 3 and len(log) == 15 + 3
 
     for step, interrupted in enumerate(log):
         root = crashed_copy(template, tmp_path / f"crash-{step}", step,
@@ -667,13 +685,14 @@ def test_a_table_directory_that_cannot_be_written_fails_the_writability_check(tm
     assert "\n" not in message
 
 
-def test_object_store_compaction(tmp_path):
+def test_object_store_compaction(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNE_SWEEP_LEASE_SETTLE", "0")  # one in-memory filesystem, one process: no contender
     store = ResultsStore("mock:///bucket/results")
     for trial_id in ("t1", "t2", "t3"):
         store.write_trial(trial_row(trial_id), epoch_rows(), layer_rows())
     report = store.compact()
     assert report.trials == 3
-    everything = store._fs.get_file_info(pafs.FileSelector("bucket/results", recursive=True))
+    everything = store.files.fs.get_file_info(pafs.FileSelector("bucket/results", recursive=True))
     objects = sorted(i.path.split("/", 2)[2] for i in everything if i.type == pafs.FileType.File)
     assert [o.rsplit("/", 1)[0] for o in objects] == ["epochs/compacted", "layers/compacted", "trials/compacted"]
     assert store.finished_ids() == {"t1", "t2", "t3"} and store.has_trial("t2")
@@ -734,3 +753,213 @@ def test_a_sweeps_grid_is_recorded_once_per_distinct_grid_and_read_as_their_unio
         f.write("{not json")
     with pytest.raises(StoreError, match="unreadable sweep record _sweeps/fig1/"):
         grid_trial_ids(store, "fig1")
+
+
+# ----------------------------------------------------------------- the modules' chain
+
+# Each module of results_store may import only the ones before it, and no private name of any of them.
+STORE_CHAIN = ["schema", "files", "sweeps", "lease", "journal", "scan", "compaction", "store", "collect", "__init__",
+               "__main__"]
+
+
+def store_imports(tree):
+    """(line, imported module, names taken from it or None) for every import in a module's syntax tree."""
+    found = []
+    for node in ast.walk(tree):  # every import, also under `if TYPE_CHECKING:` or inside a function
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name, None) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            target = node.module or ""
+            if node.level:  # relative: from . import x, from .x import y
+                target = "results_store" + (f".{target}" if target else "")
+            found.append((node.lineno, target, [alias.name for alias in node.names]))
+    return found
+
+
+def chain_violations(chain, sources):
+    """What breaks the chain in {module: source}: imports of torch or ray, of a module not below, of a private name."""
+    wrong = []
+    for rank, module in enumerate(chain):
+        tree = ast.parse(sources[module])
+        module_objects = set()
+        for line, target, names in store_imports(tree):
+            where = f"{module}.py:{line}"
+            parts = target.split(".")
+            if parts[0] in ("torch", "ray"):
+                wrong.append(f"{where} imports {target}")
+            if parts[0] != "results_store":
+                continue
+            if len(parts) == 1 and names is not None:  # from results_store import compaction: submodules
+                imported = [(n, None) for n in names]
+                module_objects.update(names)
+            else:
+                other = parts[1] if len(parts) > 1 else "__init__"
+                imported = [(other, n) for n in (names or [None])]
+            for other, name in imported:
+                if other not in chain or chain.index(other) >= rank:
+                    wrong.append(f"{where} imports {other}, not below {module}")
+                if name is not None and name.startswith("_"):
+                    wrong.append(f"{where} imports {other}.{name}")
+        for node in ast.walk(tree):  # compaction._batches through a module object is a private import too
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in module_objects
+                    and node.attr.startswith("_")):
+                wrong.append(f"{module}.py:{node.lineno} uses {node.value.id}.{node.attr}")
+    return wrong
+
+
+def test_the_store_modules_form_a_chain_without_private_imports():
+    package = os.path.join(REPO, "results_store")
+    present = sorted(name[:-3] for name in os.listdir(package) if name.endswith(".py"))
+    assert present == sorted(STORE_CHAIN), "a new module of results_store takes its place in STORE_CHAIN"
+    sources = {}
+    for module in STORE_CHAIN:
+        with open(os.path.join(package, f"{module}.py")) as f:
+            sources[module] = f.read()
+    assert chain_violations(STORE_CHAIN, sources) == []
+
+
+def test_the_chain_check_finds_each_kind_of_violation():
+    sources = {
+        "low": "import torch\nfrom results_store.low2 import helper\n",
+        "low2": ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from results_store.high import High\n"
+                 "from results_store.low import _private\n"),
+        "high": "from results_store import low\nfrom . import low2\nlow._hidden()\nlow.public()\n",
+    }
+    assert sorted(chain_violations(["low", "low2", "high"], sources)) == [
+        "high.py:3 uses low._hidden", "low.py:1 imports torch", "low.py:2 imports low2, not below low",
+        "low2.py:3 imports high, not below low2", "low2.py:4 imports low._private"]
+
+
+# ----------------------------------------------------------------- storage errors, a read-only store
+
+def mount(*args):
+    return subprocess.run(["mount", *map(str, args)], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A small tmpfs at tmp_path/disk (256 KiB unless the test says `size`); skipped where mount is not permitted."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+
+    def mounted(size="256k"):
+        try:
+            result = mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", disk)
+        except FileNotFoundError:
+            pytest.skip("no mount command here: a real full or read-only disk cannot be made")
+        if result.returncode != 0:
+            pytest.skip(f"mounting a tmpfs is not permitted here ({result.stderr.strip() or result.returncode}): "
+                        "a real full or read-only disk needs root with CAP_SYS_ADMIN")
+        state["mounted"] = True
+        return disk
+
+    state = {"mounted": False}
+    try:
+        yield mounted
+    finally:
+        if state["mounted"] and subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def read_only(disk):
+    result = mount("-o", "remount,ro", disk)
+    assert result.returncode == 0, result.stderr
+
+
+def fill(disk):
+    """Write a file until the disk is full."""
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"x" * 4096)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
+def test_a_full_disk_fails_the_write_with_enospc_in_one_line(tmpfs):
+    disk = tmpfs()
+    root = disk / "results"
+    store = make_store(root, ["t1"])
+    fill(disk)
+
+    with pytest.raises(StoreError) as raised:
+        store.write_trial(trial_row("t2"), epoch_rows(), layer_rows())
+
+    error = raised.value
+    assert (error.errno, error.fatal) == (errno.ENOSPC, True)
+    assert re.fullmatch(rf"store {root}: cannot write epochs/t2\.parquet: \[Errno 28\] .*No space left on device",
+                        str(error))
+    assert [p.name for p in (root / "epochs").iterdir()] == ["t1.parquet"]  # no temp file left behind
+    assert store.finished_ids() == {"t1"}
+    with pytest.raises(StoreError) as probed:
+        store.check_writable()
+    assert (probed.value.errno, probed.value.fatal) == (errno.ENOSPC, True)
+    assert str(probed.value).startswith(f"store {root} is not writable: [Errno 28] ")
+
+
+def test_a_read_only_disk_fails_writes_and_compaction_with_erofs(tmpfs):
+    disk = tmpfs()
+    root = disk / "results"
+    make_store(root, ["t1"])
+    read_only(disk)
+    store = ResultsStore(root)
+
+    with pytest.raises(StoreError) as written:
+        store.write_trial(trial_row("t2"), epoch_rows(), layer_rows())
+    with pytest.raises(StoreError) as compacted:
+        store.compact()
+    with pytest.raises(StoreError) as probed:
+        store.check_writable()
+
+    for error in (written.value, compacted.value, probed.value):
+        assert (error.errno, error.fatal) == (errno.EROFS, True), error
+        assert "\n" not in str(error) and str(error).endswith("Read-only file system"), error
+    assert str(written.value).startswith(f"store {root}: cannot delete trials/t2.parquet: [Errno 30] ")
+    assert str(compacted.value).startswith(f"store {root}: cannot create _leases: [Errno 30] ")
+    assert store.finished_ids() == {"t1"} and store.read("trials")["trial_id"].tolist() == ["t1"]
+
+
+def test_storage_errors_without_an_errno_are_fatal_only_when_the_storage_refuses():
+    assert StoreError("store s3://b/r: cannot write x: AWS Error ACCESS_DENIED during PutObject", fatal=True).fatal
+    assert not StoreError("store s3://b/r: unreadable sweep record _sweeps/x.json: bad json").fatal
+    assert StoreError("store /r: cannot write x", errno.EDQUOT).fatal and StoreError("x", errno.EPERM).fatal
+    assert not StoreError("store /r: cannot write x", errno.EIO).fatal
+
+
+def test_reading_a_read_only_store_whose_compaction_was_killed_names_the_trials_it_cannot_read(tmpfs):
+    disk = tmpfs("16m")
+    root = disk / "results"
+    store = make_store(root, ["t1", "t2"])
+    store.compact()
+    write_trials(store, ["t3", "t4", "t5"])
+    crashing = ResultsStore(root)
+    # Killed after its lease, its 3 hidden parts, the renewal, the journal and all 9 per-trial deletes.
+    crash_at(crashing, 1 + 3 + 1 + 1 + 9)
+    with pytest.raises(Crash, match="move epochs/compacted/.part-"):
+        crashing.compact()
+    read_only(disk)
+    reader = ResultsStore(root)
+
+    with pytest.warns(UserWarning, match="3 trial"):
+        trials = reader.read("trials")
+
+    assert sorted(trials["trial_id"]) == ["t1", "t2"]  # what is visible, never doubled
+    assert len(reader.problems) == 1
+    assert re.fullmatch(
+        rf"store {root}: 3 trial\(s\) of an unfinished compaction are not readable \(e\.g\. t3\), and this process "
+        rf"cannot finish it \(Read-only file system\); run `prune-sweep-store compact {root}` with write access",
+        reader.problems[0]), reader.problems[0]
+
+
+def test_per_trial_count_counts_per_trial_trials_files_only(store, tmp_path):
+    root = tmp_path / "results"
+    write_trials(store, ["t1", "t2", "t3"])
+    store.compact()
+    write_trials(store, ["t4", "t5"])
+    (root / "trials" / ".tmp-1234abcd-t6.parquet").write_bytes(b"x")
+    (root / "trials" / "notes.txt").write_text("not parquet")
+    (root / "epochs" / "t7.parquet").write_bytes((root / "epochs" / "t4.parquet").read_bytes())
+    assert store.per_trial_count() == 2
+    assert ResultsStore(tmp_path / "absent").per_trial_count() == 0

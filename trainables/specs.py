@@ -15,6 +15,7 @@ precision that ran; an explicit `fp32` or `bf16` is part of the id.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import sys
@@ -189,8 +190,9 @@ class TrialSpec:
     def canonical_json(self) -> str:
         return json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
 
-    @property
+    @functools.cached_property
     def trial_id(self) -> str:
+        """Computed once per description (frozen, so it cannot change): a grid of 20,000 asks it many times."""
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
 
     def shared_dense(self) -> Optional["TrialSpec"]:

@@ -21,6 +21,7 @@ from its checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,7 +31,9 @@ import torch
 from torch import nn
 
 from common.plugins import import_by_name
-from results_store import ResultsStore
+from common.storage import one_line, storage_errno
+from results_store import ResultsStore, StoreError
+from results_store.lease import Heartbeat, acquire, default_holder, holder_of
 from trainables import data
 from trainables.checkpoints import TrialCheckpoints, rng_state, set_rng_state
 from trainables.imp import fresh_imp_state, imp_prune, train_batches
@@ -81,6 +84,7 @@ class Setting:
     precision: str
     checkpoints: Optional[TrialCheckpoints]
     attempt_started_at: float  # this attempt's, not the trial's first
+    heartbeat: Optional[Any] = None  # renews this trial's lease on the store while it runs
 
     @property
     def data_dir(self) -> Optional[str]:
@@ -90,6 +94,10 @@ class Setting:
         if train:
             return train_batches(self.spec, self.data_dir, self.device, epoch)
         return data.test_batches(self.spec.data, self.data_dir, self.spec.train.batch_size, self.device)
+
+
+class LeaseLost(Exception):
+    """Another sweep took this trial's lease over (ours went unrenewed past its time to live): it trains it now."""
 
 
 @dataclass
@@ -129,7 +137,13 @@ def report(setting: Setting, metrics: Dict[str, Any]) -> None:
                  "attempt_started_at": setting.attempt_started_at})
 
 
+def check_lease(setting: Setting) -> None:
+    if setting.heartbeat is not None and setting.heartbeat.lost.is_set():
+        raise LeaseLost(f"lost the lease of trial {setting.spec.trial_id}: another sweep took it over")
+
+
 def save(setting: Setting, state: Dict[str, Any]) -> None:
+    check_lease(setting)  # never two writers of one trial's checkpoints
     if setting.checkpoints is not None:
         setting.checkpoints.save(state)
 
@@ -208,6 +222,7 @@ def record(setting: Setting, progress: Progress, status: str) -> None:
                         train_seconds=progress.train_seconds, resources=setting.resources,
                         restarts=progress.restarts, resumed_from=progress.resumed_from)
         finished_at = row["finished_at"]  # the driver's progress line and the store agree on the trial's end
+        check_lease(setting)
         write_once(ResultsStore(config["store"]), row, progress.history, progress.prune["layers"])
         if setting.checkpoints is not None and not config.get("keep_checkpoints"):
             setting.checkpoints.delete_all()
@@ -240,9 +255,38 @@ def run_trial(config: Dict[str, Any]) -> None:
         tune.report({"status": "failed", "error": f"{type(exc).__name__}: {exc}", "epoch": 0})
         return
     setting = open_setting(config, spec, attempt_started_at)
-    if config.get("store") and ResultsStore(config["store"]).has_trial(spec.trial_id):
-        report(setting, {"status": "already_in_store", "epoch": spec.train.epochs})  # another run finished it
-        return
+    store = ResultsStore(config["store"]) if config.get("store") else None
+    lease = None
+    if store is not None:
+        try:
+            lease = acquire(store, f"trial-{spec.trial_id}",
+                            holder=f"{default_holder()} sweep {config.get('sweep', '')}")
+        except StoreError as exc:
+            if storage_errno(exc) is None:
+                raise
+            report_storage_error(setting, exc)
+            return
+        if lease is None:  # another sweep trains it now: this one skips it and the driver waits for that one
+            holder = holder_of(store, f"trial-{spec.trial_id}")
+            report(setting, {"status": "held_elsewhere", "epoch": 0, "finished_at": time.time(),
+                             "held_by": holder.describe() if holder is not None else "another sweep"})
+            return
+    try:
+        # Checked under the lease: a sweep that finished it released the lease only after storing it.
+        if store is not None and store.has_trial(spec.trial_id):
+            report(setting, {"status": "already_in_store", "epoch": spec.train.epochs})  # another run finished it
+            return
+        with Heartbeat(lease) if lease is not None else contextlib.nullcontext() as heartbeat:
+            setting.heartbeat = heartbeat
+            train_and_record(setting)
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+def train_and_record(setting: Setting) -> None:
+    """Prune or restore, train, and store; a storage error or a lost lease ends the trial without a retry."""
+    spec = setting.spec
     report(setting, {"status": "started"})  # before any data or pruning: the driver counts it running from now
     data.clear_cache()  # a reused worker must not carry another trial's tensors
     if setting.device.type == "cuda":
@@ -250,11 +294,24 @@ def run_trial(config: Dict[str, Any]) -> None:
     try:
         trainer, progress = restore_or_prune(setting)
         status = train(setting, trainer, progress)
+        record(setting, progress, status)
     except DETERMINISTIC_ERRORS as exc:  # named by algorithm, so the sweep's summary says whose error it is
         report(setting, {"status": "failed", "error": f"[{spec.prune.algorithm}] {type(exc).__name__}: {exc}",
                          "epoch": 0, "finished_at": time.time()})
-        return
-    record(setting, progress, status)
+    except LeaseLost as exc:
+        report(setting, {"status": "held_elsewhere", "epoch": 0, "finished_at": time.time(), "held_by": str(exc)})
+    except Exception as exc:
+        if storage_errno(exc) is None:
+            raise  # Tune retries it from its checkpoint
+        report_storage_error(setting, exc)
+
+
+def report_storage_error(setting: Setting, exc: BaseException) -> None:
+    """The trial's last report: the driver stops the sweep at once on it, naming the path."""
+    where = "" if isinstance(exc, StoreError) or setting.checkpoints is None else (
+        f"checkpoints {setting.checkpoints.directory}: ")
+    report(setting, {"status": "storage_error", "error": where + one_line(exc), "epoch": 0,
+                     "finished_at": time.time()})
 
 
 def restore_or_prune(setting: Setting):
