@@ -1,4 +1,4 @@
-"""Figures of accuracy against compression: the headline comparison, and iterative / scoring-mode variants.
+"""Figures of accuracy against compression: the headline comparison, and iterative / scoring-mode / budget variants.
 
 The numbers come from `analysis.tables` (pure pandas); this module only draws
 them. Every figure draws what exists and reports what is missing, one line each.
@@ -21,7 +21,7 @@ from analysis.drawing import (BANDS, FIGURES, MARKERS, LINESTYLES, PANEL_SIZE, F
                               grid_figure, log_compression_axis, render, styled)
 from analysis.load import Results, ablation_of, default_settings
 from analysis.style import DENSE_COLOR, algorithm_color, algorithm_order
-from common.vocabulary import DEFAULT_ABLATION
+from common.vocabulary import DEFAULT_ABLATION, DEFAULT_SCOPE, SCOPES
 
 
 ZOOM_MAX_LOG10 = 1.5  # the accuracy figure's zoom strip spans 1x to 10^1.5 = 31.6x
@@ -107,10 +107,14 @@ def accuracy_figure(results: Results, out_dir: Path, report: Report,
     # Trials, not rows: a shared dense trial drawn as the default algorithms' 1x point is not left out.
     not_drawn = done[~done["trial_id"].isin(set(tables.trained(selected)["trial_id"]))].drop_duplicates("trial_id")
     ablated = int((ablation_of(not_drawn) != DEFAULT_ABLATION).sum())
-    left_out = len(not_drawn) - ablated
+    budgeted = int(((not_drawn["scope"].fillna(DEFAULT_SCOPE) != DEFAULT_SCOPE)
+                    & (ablation_of(not_drawn) == DEFAULT_ABLATION)).sum()) if "scope" in not_drawn else 0
+    left_out = len(not_drawn) - ablated - budgeted
     if left_out:
         report(f"accuracy: {left_out} trained trial(s) with non-default settings left out "
                "(see the iterative figure)")
+    if budgeted:
+        report(f"accuracy: {budgeted} trained trial(s) under another layer budget left out (see the budgets figure)")
     if ablated:
         report(f"accuracy: {ablated} trained ablation trial(s) left out (see the ablations figure)")
     for model, dataset in tables.missing_panels(results.trials, curves):
@@ -137,7 +141,9 @@ def _variant_styles(curves: pd.DataFrame, by: str) -> Dict[str, Tuple[str, str, 
     styles = {}
     for algorithm in algorithm_order(curves["algorithm"].unique()):
         rows = curves[curves["algorithm"] == algorithm]
-        for rank, value in enumerate(sorted(rows[by].unique())):
+        values = sorted(rows[by].unique(), key=lambda v: (SCOPES.index(v) if by == "scope" and v in SCOPES else
+                                                          len(SCOPES), v))  # the global budget solid, first
+        for rank, value in enumerate(values):
             variant = rows.loc[rows[by] == value, "variant"].iloc[0]
             styles[variant] = (algorithm_color(algorithm), LINESTYLES[rank % 4], MARKERS[rank % 4])
     return styles
@@ -145,7 +151,8 @@ def _variant_styles(curves: pd.DataFrame, by: str) -> Dict[str, Tuple[str, str, 
 
 # (curves' column, panel title, the algorithms whose variants make the comparison)
 ITERATIVE_SIDES = {"iterations": ("iterative SNIP, FORCE vs SynFlow", ("snip", "force")),
-                   "prune_mode": ("eval vs train scoring mode", ("snip", "grasp"))}
+                   "prune_mode": ("eval vs train scoring mode", ("snip", "grasp")),
+                   "scope": ("layer budgets", ())}  # (): every algorithm run under several budgets
 
 
 @styled
@@ -167,8 +174,13 @@ def draw_iterative(cells: Sequence[Tuple[Tuple[str, str], str, pd.DataFrame]],
         ax.set_xlabel("compression ratio")
         ax.set_ylabel("top-1 accuracy (%)")
         ax.legend(loc="lower left", frameon=True, framealpha=0.85)
+    sides = {by for _, by, _ in cells}
+    legend = [text for by, text in (("iterations", "x N = pruning iterations"),
+                                    ("prune_mode", "train mode = batch-norm in train mode while scoring"),
+                                    ("scope", "layer budgets: global = one threshold, local = same density per layer, "
+                                              "erk/er = Erdos-Renyi(-Kernel)")) if by in sides]
     fig.suptitle("Pruning variants: mean over seeds, band = min-max; other settings at their defaults.\n"
-                 "x N = pruning iterations; train mode = batch-norm in train mode while scoring", fontsize=10)
+                 + "; ".join(legend), fontsize=10)
     return fig
 
 
@@ -187,6 +199,21 @@ def iterative_figure(results: Results, out_dir: Path, report: Report,
         return []
     cells.sort(key=lambda cell: (cell[0][1], cell[0][0], list(sides).index(cell[1])))
     return render(draw_iterative, (cells, chance_classes(results.trials)), out_dir, "iterative")
+
+
+@FIGURES.register("budgets")
+def budgets_figure(results: Results, out_dir: Path, report: Report,
+                   options: FigureOptions = FigureOptions()) -> List[Path]:
+    """Each algorithm under each layer budget it ran with (ERK-random beside random, SNIP under ERK, ...)."""
+    curves = tables.budget_curves(results.trials)
+    cells = [(pair, "scope", curves[(curves["model"] == pair[0]) & (curves["dataset"] == pair[1])])
+             for pair in tables.panels(curves) if _has_variants(curves, pair, "scope")]
+    if not cells:
+        report("budgets: no algorithm trained under more than one layer budget (--budgets global,erk,er); "
+               "figure not drawn")
+        return []
+    cells.sort(key=lambda cell: (cell[0][1], cell[0][0]))
+    return render(draw_iterative, (cells, chance_classes(results.trials)), out_dir, "budgets")
 
 
 def _has_variants(curves: pd.DataFrame, panel: Tuple[str, str], by: str, algorithm: Optional[str] = None) -> bool:

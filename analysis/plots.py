@@ -4,7 +4,7 @@
     prune-sweep-plots --store results/ --out figures/ --sweep fig1 --seeds 0:2
 
 Each figure is written as PNG and PDF (see `analysis.accuracy_figures`, `analysis.pruning_figures` and
-`analysis.ablation_figures`, `analysis.learning_figures`), from the trials the selection keeps
+`analysis.ablation_figures`, `analysis.learning_figures`, `analysis.mask_overlap`), from the trials the selection keeps
 (`analysis.select`), drawn by --jobs processes (default: one per CPU; the same files whatever the number).
 What the store could not read is printed first, a line each. Exit status 2 with a one-line error on an empty
 or absent store, an unknown figure or band, or a selection that names what the store lacks or keeps nothing.
@@ -19,6 +19,7 @@ from typing import Iterable, List, Optional, Sequence
 import analysis.ablation_figures
 import analysis.accuracy_figures
 import analysis.learning_figures
+import analysis.mask_overlap
 import analysis.pruning_figures
 from analysis.drawing import BANDS, FIGURES, FigureOptions, Report, rendering
 from analysis.load import load_results
@@ -31,6 +32,8 @@ from results_store import StoreError
 # Importing these fills FIGURES.
 FIGURE_MODULES = (analysis.accuracy_figures, analysis.pruning_figures, analysis.ablation_figures,
                   analysis.learning_figures)
+# The mask overlaps' numbers serve the summary too, which loads no matplotlib: their figure is registered here.
+FIGURES.register("mask_overlap")(analysis.mask_overlap.mask_overlap_figure)
 # The epochs columns the learning curves draw: 20,000 trials have millions of epoch rows (the others are read whole).
 FIGURE_COLUMNS = {"epochs": ["trial_id", "epoch", "top1", "train_loss"]}
 

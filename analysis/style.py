@@ -17,9 +17,13 @@ ALGORITHM_COLORS = {
     "imp": "#ff7f0e",
     "force": "#17becf",
     "grasp_abs": "#bcbd22",
+    "synflow_l2": "#ff9896",
+    "prospr": "#8c564b",
+    "ntk_sap": "#e377c2",
+    "px": "#393b79",
 }
 # For plugins' algorithms: none of these is a fixed colour above.
-FALLBACK_COLORS = ("#8c564b", "#e377c2", "#393b79", "#637939", "#843c39", "#7b4173", "#3182bd", "#e6550d")
+FALLBACK_COLORS = ("#637939", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363")
 DENSE_COLOR = "#222222"
 
 

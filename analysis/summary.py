@@ -1,5 +1,5 @@
 """A summary of a results store, as markdown, LaTeX or CSV: accuracy tables, seed-paired differences, the
-sanity checks, critical compressions, costs.
+sanity checks, critical compressions, costs, and mask overlaps (when the store keeps masks).
 
     python -m analysis.summary --store results/ [--out summary.md] [--reference synflow] [--format latex]
     prune-sweep-summary --store results/ --sweep fig1 --format csv --out fig1.csv
@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 
-from analysis import comparisons, stats, tables
+from analysis import comparisons, mask_overlap, stats, tables
 from analysis.load import Results, default_settings, load_results
 from analysis.select import add_selection_arguments, selection_from_args
 from analysis.style import algorithm_order, format_ratio
@@ -170,6 +170,22 @@ def critical_blocks(critical: pd.DataFrame) -> List[Block]:
                "trials"], rows, text_columns=3)]
 
 
+def overlap_blocks(overlaps: "mask_overlap.Overlaps") -> List[Block]:
+    blocks: List[Block] = [
+        (2, "Mask overlap"),
+        "Jaccard overlap |A∩B| / |A∪B| of the weights two algorithms keep in the same network (same model, "
+        "dataset, recipe, seed and compression), over every prunable layer, mean over seeds (n). Two "
+        "independent random masks of density d overlap d / (2 − d). Default settings only; masks kept by "
+        "sweeps run with --keep-masks."]
+    for (model, dataset, recipe), frame in mask_overlap.summary_rows(overlaps).items():
+        blocks.append((3, f"{model} / {dataset} ({recipe})"))
+        chance = frame.drop_duplicates("log10_compression").assign(pair="two random masks", n=0)
+        blocks.append(wide_table(pd.concat([frame, chance]), "pair", [*dict.fromkeys(frame["pair"]), "two random masks"],
+                                 lambda r: mask_overlap.jaccard_text(r.chance) if not r.n else
+                                 f"{mask_overlap.jaccard_text(r.jaccard_mean)} ({r.n})", "pair"))
+    return blocks
+
+
 def _number(value: float) -> str:
     """Readable at a glance: 12,000 / 3.6 / 0.042."""
     if value >= 100:
@@ -210,6 +226,7 @@ class Readings:
     sanity: pd.DataFrame
     critical: pd.DataFrame
     cost: pd.DataFrame
+    overlaps: "mask_overlap.Overlaps"
     reference: str
     settings: str
     selected: pd.DataFrame  # the default-settings trials the accuracy and paired tables use
@@ -227,7 +244,8 @@ def readings(results: Results, reference: Optional[str] = None) -> Readings:
         differences=comparisons.algorithm_differences(selected, chosen),
         sanity=comparisons.ablation_differences(tables.ablation_trials(trials)),
         critical=tables.critical_compression(pruning_selected),
-        cost=tables.cost_table(trials), reference=chosen, settings=settings, selected=selected)
+        cost=tables.cost_table(trials), overlaps=mask_overlap.mask_overlaps(results), reference=chosen,
+        settings=settings, selected=selected)
 
 
 def shared_trials(trials: pd.DataFrame) -> int:
@@ -268,6 +286,8 @@ def document(results: Results, numbers: Readings, latex: bool = False) -> List[B
         blocks += sanity_blocks(numbers.sanity, latex)
     blocks += critical_blocks(numbers.critical)
     blocks += cost_blocks(numbers.cost)
+    if not numbers.overlaps.empty:
+        blocks += overlap_blocks(numbers.overlaps)
     notes = list(results.notes) + [f"accuracy {n}" for n in tables.coverage_gaps(numbers.curves)]
     if notes:
         blocks += [(2, "Notes")] + [f"- {n}" for n in notes]
@@ -324,6 +344,10 @@ def long_form(numbers: Readings) -> pd.DataFrame:
                                      mean=numbers.curves["top1_mean"], ci_low=numbers.curves["top1_ci_low"],
                                      ci_high=numbers.curves["top1_ci_high"])
     frames = [accuracy]
+    overlap = numbers.overlaps.network
+    if not overlap.empty:
+        frames.append(overlap.assign(table="mask_overlap", algorithm=overlap["variant_a"], ablation="none",
+                                     reference=overlap["variant_b"], mean=overlap["jaccard_mean"]))
     for name, frame, extra in (("paired_difference", numbers.differences, {"ablation": "none"}),
                                ("sanity_check", numbers.sanity, {})):
         if not frame.empty:

@@ -15,7 +15,8 @@ from analysis import stats
 from analysis.load import (ablation_of, default_settings, most_common_iterations, restrict_to_common_training,
                            with_default_prune_settings)
 from analysis.style import algorithm_order
-from common.vocabulary import ABLATIONS, DEFAULT_ABLATION, DENSE_ABLATION, DENSE_ALGORITHM, WEIGHT_KINDS
+from common.vocabulary import (ABLATIONS, DEFAULT_ABLATION, DEFAULT_SCOPE, DENSE_ABLATION, DENSE_ALGORITHM,
+                               WEIGHT_KINDS)
 
 PANEL = ["model", "dataset"]
 ACCURACY_COLUMNS = ["top1_mean", "top1_min", "top1_max", "top1_std", "top1_ci", "top1_ci_low", "top1_ci_high",
@@ -179,6 +180,17 @@ def iterative_curves(trials: pd.DataFrame) -> pd.DataFrame:
     synflow_default, _ = default_settings(trials[trials["algorithm"] == "synflow"])
     synflow = variant_curves(synflow_default, ["synflow"], "iterations")
     return pd.concat([c for c in (snip, synflow) if not c.empty] or [snip], ignore_index=True)
+
+
+def budget_curves(trials: pd.DataFrame) -> pd.DataFrame:
+    """Each algorithm run under several layer budgets (global, local, erk, er), one curve per budget: ERK-random
+    beside random, for example. Other settings at their defaults."""
+    if "scope" not in trials or trials.empty:
+        return variant_curves(trials.iloc[:0], [], "scope")
+    chosen = with_default_prune_settings(trials, except_for="scope")
+    scopes = chosen.assign(scope=chosen["scope"].fillna(DEFAULT_SCOPE)).groupby("algorithm")["scope"].nunique()
+    return variant_curves(trials.assign(scope=trials["scope"].fillna(DEFAULT_SCOPE)),
+                          sorted(scopes[scopes > 1].index), "scope")
 
 
 def prune_mode_curves(trials: pd.DataFrame) -> pd.DataFrame:

@@ -9,16 +9,23 @@ from __future__ import annotations
 from typing import Dict
 
 SCHEDULES = ("exponential", "linear")
-SCOPES = ("global", "local")
+# Layer budgets: how many weights each layer keeps. `global`: one threshold over every score; `local`: the same
+# density in every layer; `erk` / `er`: Erdos-Renyi(-Kernel) densities from each layer's shape (RigL).
+SCOPES = ("global", "local", "erk", "er")
 PRUNE_MODES = ("eval", "train")
 PRECISIONS = ("auto", "fp32", "bf16")
+# Training: SGD with momentum and multi-step drops is the SynFlow paper's recipe; vision transformers train with
+# AdamW and a cosine schedule after a linear warmup (Hassani et al. 2021, the CIFAR ViT-Lite recipe).
+OPTIMIZERS = ("sgd", "adamw")
+LR_SCHEDULES = ("multistep", "cosine")
 # The built-in names of each registry, known without importing torch (tests keep them equal to the registries),
 # so the sweep checks a grid's names before anything heavy loads.
-BUILTIN_MODELS = ("conv", "imagenet_resnet50", "imagenet_vgg16", "imagenet_vgg19", "mlp", "resnet110", "resnet18",
-                  "resnet20", "resnet32", "resnet44", "resnet56", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16",
-                  "vgg16_bn", "vgg19", "vgg19_bn", "wide_resnet18")
+BUILTIN_MODELS = ("conv", "imagenet_resnet50", "imagenet_vgg16", "imagenet_vgg19", "mixer", "mixer_tiny", "mlp",
+                  "resnet110", "resnet18", "resnet20", "resnet32", "resnet44", "resnet56", "vgg11", "vgg11_bn", "vgg13",
+                  "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "vit", "vit_tiny", "wide_resnet18")
 BUILTIN_DATASETS = ("cifar10", "cifar100", "digits", "imagenet", "mnist", "synthetic", "tiny_imagenet")
-BUILTIN_ALGORITHMS = ("dense", "force", "grasp", "grasp_abs", "imp", "magnitude", "random", "snip", "synflow")
+BUILTIN_ALGORITHMS = ("dense", "force", "grasp", "grasp_abs", "imp", "magnitude", "ntk_sap", "prospr", "px", "random",
+                      "snip", "synflow", "synflow_l2")
 
 # `dense` trains the network at its initialization, unpruned. Every prune-at-init algorithm at compression 1 keeps
 # every weight and leaves the weights as they were (a scorer may not change the model), so they all train this
@@ -46,7 +53,9 @@ DEFAULT_PRUNE_SETTINGS: Dict[str, str] = {"prune_mode": DEFAULT_PRUNE_MODE, "sco
 # Pruning iterations when a description leaves them out: SynFlow's paper default is 100 rounds, every other
 # algorithm prunes in one shot.
 # FORCE is iterative by definition (with one round it is SNIP), so it gets SynFlow's 100 too.
-DEFAULT_ITERATIONS: Dict[str, int] = {"synflow": 100, "force": 100}
+# SynFlow-L2 and PX: 100 rounds (px-ntk-pruning launch_scripts/cifar10.sh, 'rounds': 100); NTK-SAP: 20
+# (NTK-SAP scripts/run.sh, --prune-epochs 20); ProsPr is one shot.
+DEFAULT_ITERATIONS: Dict[str, int] = {"synflow": 100, "force": 100, "synflow_l2": 100, "px": 100, "ntk_sap": 20}
 
 
 def default_iterations(algorithm: str) -> int:

@@ -10,17 +10,21 @@ or with the sweep's own `train`, and `train_overrides` apply on top.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from common.axes import MAX_SEED, parse_compressions, parse_names, parse_seeds
 from common.checks import check_choice, check_number
 from common.registry import Registry
-from common.vocabulary import ABLATIONS, DEFAULT_ABLATION, DEFAULT_PRUNE_MODE
+from common.vocabulary import ABLATIONS, DEFAULT_ABLATION, DEFAULT_PRUNE_MODE, DEFAULT_SCOPE, SCOPES
 from trainables.specs import MAX_LEVELS, DataSpec, ModelSpec, PruneSpec, TrainSpec, TrialSpec
-from trainables.recipes import FALLBACK_RECIPE, paper_recipe
+from trainables.recipes import FALLBACK_RECIPE, fallback_recipe, is_transformer, paper_recipe
 
 ALL_ALGORITHMS = ("synflow", "snip", "grasp", "magnitude", "random")
+# The methods a 2024 pruning-at-initialization paper compares against beyond the SynFlow paper's five:
+# ProsPr (ICLR 2022), NTK-SAP (ICLR 2023), PX (CVPR 2024) and SynFlow with squared weights (as those papers run it).
+RECENT_ALGORITHMS = ("prospr", "ntk_sap", "synflow_l2", "px")
 # The axes of a grid, as the sweep's options name them: a sweep given all of them keeps nothing of its preset's grid.
 GRID_AXES = ("models", "datasets", "algorithms", "log10_compressions", "seeds")
 DEFAULT_IMP_LEVELS = 3
@@ -35,6 +39,7 @@ class AlgorithmVariant:
     mode: str = DEFAULT_PRUNE_MODE
     levels: int = 0                    # imp only
     ablation: str = DEFAULT_ABLATION
+    scope: str = DEFAULT_SCOPE         # the layer budget: global, local, erk, er
 
     def __post_init__(self) -> None:
         if self.algorithm == "imp" and not self.levels:
@@ -43,7 +48,7 @@ class AlgorithmVariant:
 
     def prune(self, log10_compression: float) -> PruneSpec:
         return PruneSpec(self.algorithm, log10_compression, iterations=self.iterations, mode=self.mode,
-                         levels=self.levels, ablation=self.ablation)
+                         levels=self.levels, ablation=self.ablation, scope=self.scope)
 
 
 @dataclass(frozen=True)
@@ -80,12 +85,21 @@ class SweepSpec:
         self.recipe(self.models[0], self.datasets[0])
 
     def recipe_source(self, model: str, dataset: str) -> str:
+        source = self._recipe_source(model, dataset)
+        if is_transformer(model) and self.recipe(model, dataset).optimizer == "sgd":
+            source += "; a transformer trained with SGD may stay at chance: --optimizer adamw --lr-schedule cosine"
+        return source
+
+    def _recipe_source(self, model: str, dataset: str) -> str:
         if self.train is not None:
             return f"the {self.origin or self.name} preset's recipe"
         try:
             paper_recipe(model, dataset)
-            return "the paper's recipe"
+            return "the transformers' recipe (ViT-Lite, Hassani et al. 2021)" if is_transformer(model) else \
+                "the paper's recipe"
         except ValueError:
+            if fallback_recipe(model) is not FALLBACK_RECIPE:
+                return "the paper has none for this pair: the transformers' CIFAR recipe"
             return "the paper has none for this pair: its VGG/CIFAR recipe"
 
     def recipe(self, model: str, dataset: str) -> TrainSpec:
@@ -96,12 +110,20 @@ class SweepSpec:
             try:
                 base = paper_recipe(model, dataset)
             except ValueError:
-                base = FALLBACK_RECIPE
+                base = fallback_recipe(model)
+        schedule = overrides.get("lr_schedule", base.lr_schedule)
+        if schedule == "cosine" and base.lr_schedule != "cosine" and "lr_drops" not in overrides:
+            overrides["lr_drops"] = ()  # the drops belong to the multistep schedule the recipe had
+        if schedule == "multistep" and base.lr_schedule != "multistep" and "warmup_epochs" not in overrides:
+            overrides["warmup_epochs"] = 0
         if "epochs" in overrides and base.epochs and "lr_drops" not in overrides:
             # A shortened (or lengthened) run keeps the recipe's shape: drops move in proportion.
             scale = overrides["epochs"] / base.epochs
             drops = sorted({max(1, round(d * scale)) for d in base.lr_drops if round(d * scale) < overrides["epochs"]})
             overrides["lr_drops"] = tuple(drops)
+        if "epochs" in overrides and base.epochs and base.warmup_epochs and "warmup_epochs" not in overrides:
+            overrides["warmup_epochs"] = min(round(base.warmup_epochs * overrides["epochs"] / base.epochs),
+                                             max(overrides["epochs"] - 1, 0))  # the warmup keeps its share
         return dataclasses.replace(base, **overrides)
 
     def parts(self) -> List["SweepSpec"]:
@@ -176,6 +198,19 @@ def with_ablations(variants: Tuple[AlgorithmVariant, ...], ablations: Tuple[str,
     return tuple(dict.fromkeys(crossed))
 
 
+def with_budgets(variants: Tuple[AlgorithmVariant, ...], budgets: Tuple[str, ...]) -> Tuple[AlgorithmVariant, ...]:
+    """Every variant under every layer budget (`random` under `erk` is ERK-random); imp keeps its own."""
+    return tuple(dict.fromkeys(dataclasses.replace(v, scope=b) if v.algorithm != "imp" else v
+                               for v in variants for b in budgets))
+
+
+def parse_budgets(text: str) -> Tuple[str, ...]:
+    names = parse_names(text, "budgets")
+    for name in names:
+        check_choice("layer budget", name, SCOPES)
+    return names
+
+
 def parse_ablations(text: str) -> Tuple[str, ...]:
     names = parse_names(text, "ablations")
     for name in names:
@@ -239,7 +274,8 @@ preset(SweepSpec(
 preset(SweepSpec(
     name="effective-sparsity",
     description="prune only, vgg16_bn/CIFAR-100 up to 10^6: effective against nominal compression",
-    models=("vgg16_bn",), datasets=("cifar100",), algorithms=_defaults(*ALL_ALGORITHMS, "force", "grasp_abs"),
+    models=("vgg16_bn",), datasets=("cifar100",),
+    algorithms=_defaults(*ALL_ALGORITHMS, "force", "grasp_abs", *RECENT_ALGORITHMS),
     log10_compressions=_range(0, 6, 0.25), seeds=(0, 1, 2), train_overrides=(("epochs", 0),),
 ))
 preset(SweepSpec(
@@ -250,6 +286,23 @@ preset(SweepSpec(
     algorithms=(AlgorithmVariant("snip", 1), AlgorithmVariant("snip", 10), AlgorithmVariant("snip", 100),
                 AlgorithmVariant("force", 10), AlgorithmVariant("force", 100), AlgorithmVariant("synflow")),
     log10_compressions=_range(0, 3, 0.25), seeds=(0, 1, 2),
+))
+# NTK-SAP's and PX's density levels: 0.8^(2k) of the weights kept, k = 1..10 (64% down to 1.15%), and 1x.
+_BASELINE_RATIOS = (0.0, *(round(2 * k * math.log10(1.25), 6) for k in range(1, 11)))
+_BASELINES = (*_defaults("random", "magnitude", "snip", "grasp", "grasp_abs", "synflow", *RECENT_ALGORITHMS, "force",
+                         "imp"),
+              AlgorithmVariant("snip", 100),                          # iterative SNIP (FORCE's paper)
+              AlgorithmVariant("random", scope="erk"), AlgorithmVariant("random", scope="er"))  # Liu et al. 2022
+preset(SweepSpec(
+    name="baselines-2024",
+    description="every built-in algorithm, iterative SNIP, and ERK/ER random on vgg16_bn/CIFAR-100 and "
+                "resnet20/CIFAR-10 at NTK-SAP's and PX's densities (64% down to 1.15%)",
+    models=("vgg16_bn",), datasets=("cifar100",), algorithms=_BASELINES,
+    log10_compressions=_BASELINE_RATIOS, seeds=(0, 1, 2),
+    also=(SweepSpec(
+        name="baselines-2024", models=("resnet20",), datasets=("cifar10",), algorithms=_BASELINES,
+        log10_compressions=_BASELINE_RATIOS, seeds=(0, 1, 2),
+    ),),
 ))
 preset(SweepSpec(
     name="train-mode",
@@ -271,6 +324,7 @@ def with_overrides(
     iterations: Optional[int] = None,
     levels: Optional[int] = None,
     ablations: Optional[str] = None,
+    budgets: Optional[str] = None,
     **train: object,
 ) -> SweepSpec:
     """The preset with CLI axis overrides; each value is validated and named in the error."""
@@ -296,6 +350,9 @@ def with_overrides(
     if ablations is not None:
         variants = with_ablations(tuple(dataclasses.replace(v, ablation=DEFAULT_ABLATION) for v in variants),
                                   parse_ablations(ablations))
+    if budgets is not None:
+        variants = with_budgets(tuple(dataclasses.replace(v, scope=DEFAULT_SCOPE) for v in variants),
+                                parse_budgets(budgets))
     changes["algorithms"] = tuple(dict.fromkeys(variants))
     if log10_compressions is not None:
         changes["log10_compressions"] = parse_compressions(log10_compressions)
@@ -309,6 +366,6 @@ def with_overrides(
         changes["also"] = tuple(
             with_overrides(part, models=models, datasets=datasets, algorithms=algorithms,
                            log10_compressions=log10_compressions, seeds=seeds, iterations=iterations, levels=levels,
-                           ablations=ablations, **train)
+                           ablations=ablations, budgets=budgets, **train)
             for part in base.also)
     return dataclasses.replace(base, **changes)

@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Dict, List, Optional, Sequence
 
 from common.checks import UsageError
-from common.vocabulary import DEFAULT_PRUNE_MODE
+from common.vocabulary import DEFAULT_PRUNE_MODE, DEFAULT_SCOPE
 from orchestrator import cost
 from orchestrator.grid import SweepSpec
 from orchestrator.resources import ResourcePolicy, trial_resources
@@ -37,6 +37,11 @@ def estimated_prune_passes(spec: TrialSpec) -> Optional[int]:
 def describe_recipe(train) -> str:
     if train.epochs == 0:
         return "prune only (no training)"
+    if train.optimizer == "adamw" or train.lr_schedule == "cosine":
+        return (f"{train.epochs} epochs, batch {train.batch_size}, {train.optimizer} lr {train.lr:g}, "
+                + (f"cosine after {train.warmup_epochs} warmup epochs" if train.lr_schedule == "cosine" else
+                   f"x{train.lr_drop_factor:g} at epochs {', '.join(map(str, train.lr_drops)) or 'none'}")
+                + f", weight decay {train.weight_decay:g}, precision {train.precision}")
     drops = ", ".join(map(str, train.lr_drops)) or "none"
     return (f"{train.epochs} epochs, batch {train.batch_size}, lr {train.lr:g} x{train.lr_drop_factor:g} at epochs "
             f"{drops}, momentum {train.momentum:g}, weight decay {train.weight_decay:g}, precision {train.precision}")
@@ -140,6 +145,7 @@ def plan(sweep: SweepSpec, store: ResultsStore, policy: ResourcePolicy) -> Dict:
                           "recipe": describe_recipe(part.recipe(model, dataset)),
                           "recipe_source": part.recipe_source(model, dataset)})
     variants = [f"{v.algorithm} x{v.prune(0).iterations}" + (f" ({v.mode} mode)" if v.mode != DEFAULT_PRUNE_MODE else "")
+                + (f" ({v.scope} budget)" if v.scope != DEFAULT_SCOPE else "")
                 + (f" ({v.levels} levels)" if v.levels else "") + (f" [{v.ablation}]" if v.ablation != "none" else "")
                 for v in dict.fromkeys(v for part in parts for v in part.algorithms)]
     shared = [i for i in ids if i in members]
@@ -154,7 +160,10 @@ def plan(sweep: SweepSpec, store: ResultsStore, policy: ResourcePolicy) -> Dict:
         "seeds": sorted({s for part in parts for s in part.seeds}),
         "resources": resource_asks(to_run, policy),
         "prune_passes": sum(p for p in passes.values() if p is not None),
-        "imp_trials_not_counted_in_prune_passes": sum(p is None for p in passes.values()),
+        "imp_trials_not_counted_in_prune_passes": sum(p is None and t.prune.algorithm == "imp" for t, p in
+                                                      zip(to_run, passes.values())),
+        "trials_counting_prune_passes_as_they_run": sum(p is None and t.prune.algorithm != "imp" for t, p in
+                                                        zip(to_run, passes.values())),
         "datasets_needed": sorted({t.data.name for t in to_run if needs_data(t)}),
         "store": str(store), "to_run_specs": to_run, "to_run_ids": to_run_ids, "all_specs": trials, "done_ids": done,
         "grid_ids": ids + [m for ms in members.values() for m in ms],
@@ -210,7 +219,9 @@ def print_plan(p: Dict, as_json: bool, gpu_note: str) -> None:
         print(f"  {r['trials']} trials ask for {r['per_trial']} each")
     print(f"  pruning: {p['prune_passes']:,} forward/backward passes in total"
           + (f" (+ {p['imp_trials_not_counted_in_prune_passes']} imp trials, which train to prune)"
-             if p["imp_trials_not_counted_in_prune_passes"] else ""))
+             if p["imp_trials_not_counted_in_prune_passes"] else "")
+          + (f" (+ {p['trials_counting_prune_passes_as_they_run']} trials of data-free plugins that did not declare "
+             f"their passes: counted as they run)" if p.get("trials_counting_prune_passes_as_they_run") else ""))
     if p.get("bill") and p["to_run"]:
         for line in cost.bill_lines(p["bill"]):
             print(f"  {line}")

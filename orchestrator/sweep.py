@@ -32,6 +32,7 @@ from common.axes import RANGE_RULE
 from common.checks import UsageError
 from common.cli import OneLineArgumentParser, program
 from common.plugins import load_plugins
+from common.vocabulary import BUILTIN_ALGORITHMS, DENSE_ALGORITHM, LR_SCHEDULES, OPTIMIZERS
 from orchestrator.grid import GRID_AXES, PRESETS, SweepSpec, with_overrides
 
 
@@ -56,20 +57,28 @@ def build_parser() -> argparse.ArgumentParser:
     axes = ap.add_argument_group(f"grid overrides (replace the preset's axis; each is {RANGE_RULE})")
     axes.add_argument("--models", help="comma-separated model names")
     axes.add_argument("--datasets", help="comma-separated dataset names")
-    axes.add_argument("--algorithms", help="comma-separated: synflow, snip, grasp, magnitude, random, force, "
-                                           "grasp_abs, imp, or a plugin's")
+    axes.add_argument("--algorithms", help="comma-separated: " + ", ".join(
+        a for a in BUILTIN_ALGORITHMS if a != DENSE_ALGORITHM) + ", or a plugin's")
     axes.add_argument("--log10-compressions", help="a list 0,0.5,1 or a range like 0:3:0.25 (both ends included)")
     axes.add_argument("--seeds", help="a list 0,1,2 or a range like 0:2 (both ends included)")
     axes.add_argument("--iterations", type=int, help="pruning rounds for every algorithm")
     axes.add_argument("--levels", type=int, help="train-prune-rewind levels for imp (default 3)")
     axes.add_argument("--ablations", help="comma-separated sanity checks, every algorithm under each: "
                                           "none, shuffle, reinit, invert, layerwise_random (imp: none only)")
+    axes.add_argument("--budgets", help="comma-separated layer budgets, every algorithm under each: global (one "
+                                        "threshold), local (same density per layer), erk, er (Erdos-Renyi(-Kernel) "
+                                        "densities from each layer's shape)")
     train = ap.add_argument_group("training overrides (on top of each pair's paper recipe)")
     train.add_argument("--epochs", type=int, help="epochs per trial; learning-rate drops move in proportion")
     train.add_argument("--lr", type=float)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--weight-decay", type=float)
     train.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="auto: bf16 on GPU, fp32 on CPU")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd (with --momentum 0.9; the paper's) or adamw "
+                                                              "(decoupled weight decay; the transformers' recipe)")
+    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="multistep (the recipe's drops) or cosine "
+                                                                   "(after --warmup-epochs of linear warmup)")
+    train.add_argument("--warmup-epochs", type=int, help="linear warmup epochs of the cosine schedule")
     where = ap.add_argument_group("where things live")
     where.add_argument("--store", default=DEFAULT_STORE, help="results store: a directory or a pyarrow URI (s3://, gs://)")
     where.add_argument("--storage-path", default=DEFAULT_STORAGE, help="Ray's run directory and checkpoints (shared on a cluster)")
@@ -91,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "cluster's workers hold the data)")
     run.add_argument("--keep-checkpoints", action="store_true",
                      help="keep finished trials' checkpoints (default: deleted once the trial is in the store)")
+    run.add_argument("--keep-masks", action="store_true",
+                     help="store every trial's final mask, bit-packed, under STORE/masks/<trial_id>.parquet (not part "
+                          "of the trial's id; for mask overlaps)")
     run.add_argument("--compact-at", type=int, default=DEFAULT_COMPACT_AT, metavar="N",
                      help=f"at the end, compact the store when it holds N or more per-trial files (default "
                           f"{DEFAULT_COMPACT_AT}; 0: never)")
@@ -107,9 +119,10 @@ def resolve_sweep(args: argparse.Namespace) -> SweepSpec:
     sweep = with_overrides(
         base, models=args.models, datasets=args.datasets, algorithms=args.algorithms,
         log10_compressions=args.log10_compressions, seeds=args.seeds, iterations=args.iterations, levels=args.levels,
-        ablations=args.ablations,
+        ablations=args.ablations, budgets=args.budgets,
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
-        precision=args.precision,
+        precision=args.precision, optimizer=args.optimizer, lr_schedule=args.lr_schedule,
+        warmup_epochs=args.warmup_epochs,
     )
     if args.name is not None:
         if not _LABEL.match(args.name) or ".." in args.name:
@@ -201,6 +214,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         the_plan["named"] = naming_note(args, sweep)
         for line in the_plan["quarantined"]:
             print(f"[{sweep.name}] {line}: that trial will run again", file=sys.stderr)
+        if args.keep_masks and (note := unmasked_note(store, the_plan)):
+            print(f"[{sweep.name}] {note}", file=sys.stderr)
         if args.dry_run:
             the_plan["datasets"] = check_datasets(the_plan["datasets_needed"], data_dir(args), download=False)
             seen = seen_resources(args.address or os.environ.get("RAY_ADDRESS"), args.num_cpus)
@@ -276,6 +291,20 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"({summary['completed']} completed, {summary['diverged']} diverged; {summary['errored']} errored, "
               f"not stored) after {format_seconds(summary['seconds'])}; store: {location}{query}")
     return 1 if summary["errored"] else 0
+
+
+def unmasked_note(store, the_plan) -> str:
+    """With --keep-masks: how many of the grid's stored trials keep no mask. They are not trained again (a mask
+    is no reason to spend a trial's training), so the overlaps leave them out; '' when none lacks one."""
+    from results_store.masks import masked_trial_ids
+
+    stored = {i for i in the_plan["stored_ids"].values() if i in the_plan["done_ids"]}
+    missing = stored - masked_trial_ids(store) if stored else set()
+    if not missing:
+        return ""
+    return (f"--keep-masks: {len(missing)} of the {len(stored)} trials of this grid already in the store keep no "
+            f"mask (stored by a run without --keep-masks); they are not trained again, so mask overlaps leave "
+            f"them out")
 
 
 def tidy_up(args: argparse.Namespace, store, name: str) -> None:

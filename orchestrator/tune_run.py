@@ -283,6 +283,7 @@ def run_sweep(args: argparse.Namespace, sweep: SweepSpec, store: ResultsStore, t
             "spec": tune.grid_search([t.to_dict() for t in to_run]),
             "store": absolute(str(store)), "sweep": sweep.name, "data_dir": data_dir(args),
             "keep_checkpoints": args.keep_checkpoints, "checkpoint_root": checkpoint_root(storage_path),
+            "keep_masks": getattr(args, "keep_masks", False),  # a run option, never part of the trial's id
             "plugins": [p.import_name for p in plugins],
         },
         tune_config=tune.TuneConfig(

@@ -6,7 +6,9 @@
 `compact` merges the finished per-trial files of STORE into a few large
 Parquet files per table, and prints what it did. `gc` frees the checkpoints
 under PATH that no run will resume: trials already in STORE, and trials in no
-grid recorded in STORE (a changed grid abandoned them) untouched for HOURS. Exit status 2 with a one-line error on bad
+grid recorded in STORE (a changed grid abandoned them) untouched for HOURS; it
+also drops kept masks (STORE/masks/) of trials STORE does not hold, untouched
+for HOURS, and keeps every stored trial's. Exit status 2 with a one-line error on bad
 input (an absent store, a bad option) or a store that cannot be changed.
 """
 from __future__ import annotations
@@ -40,7 +42,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     compact.add_argument("store", metavar="STORE", help="the store: a directory or a URI (s3://, gs://, file://)")
     compact.add_argument("--rows-per-part", type=positive_int, default=DEFAULT_ROWS_PER_PART, metavar="N",
                          help=f"at most N rows in any table's part (default {DEFAULT_ROWS_PER_PART:,})")
-    gc = commands.add_parser("gc", help="free checkpoints no run will resume (trials stored, or in no recorded grid)")
+    gc = commands.add_parser("gc", help="free checkpoints no run will resume (trials stored, or in no recorded grid), "
+                                          "and masks of trials the store does not hold")
     gc.add_argument("store", metavar="STORE", help="the store whose recorded grids say which trials are wanted")
     gc.add_argument("--storage-path", required=True, metavar="PATH",
                     help="the sweeps' --storage-path (checkpoints are under PATH/checkpoints)")
@@ -53,11 +56,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not store.exists():
             raise StoreError(f"store {args.store} does not exist")
         if args.command == "gc":
-            from results_store.collect import collect_checkpoints
+            from results_store.collect import collect_checkpoints, collect_masks
 
             collected = collect_checkpoints(store, args.storage_path, args.older_than * 3600.0, args.dry_run)
             for line in collected.lines(args.dry_run):
                 print(line)
+            masks = collect_masks(store, args.older_than * 3600.0, args.dry_run)
+            if masks.dropped or masks.kept_running or masks.kept_recent:
+                print(masks.line(args.dry_run))
             return 0
         report = store.compact(args.rows_per_part)
     except StoreError as exc:

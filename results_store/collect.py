@@ -10,6 +10,11 @@ not held, and that nobody touched for `older_than` seconds is abandoned.
 
 One storage path serves one store: checkpoints of a sweep writing to another
 store would look abandoned here.
+
+Kept masks (``<store>/masks/``, masks.py) of stored trials are kept; a mask
+whose trial the store does not hold (its trial died between the two writes, or
+its rows were removed), whose lease is free and that nobody touched for
+`older_than` seconds is dropped: a trial writes its mask again before its rows.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import pyarrow.fs as pafs
 from common.locations import checkpoint_root
 from results_store.files import StoreError, filesystem_for, one_line
 from results_store.lease import holder_of
+from results_store.masks import delete_masks, masks_sizes
 from results_store.store import ResultsStore
 from results_store.sweeps import grid_trial_ids, recorded_sweeps
 
@@ -95,4 +101,47 @@ def collect_checkpoints(store: ResultsStore, storage_path: str, older_than: floa
                 pass
             except (OSError, pa.ArrowException) as exc:
                 raise StoreError(f"cannot delete checkpoints {info.path}: {one_line(exc)}") from None
+    return report
+
+
+@dataclass
+class CollectedMasks:
+    """Masks one collection dropped (or, dry, would drop), and those it kept."""
+
+    dropped: List[str] = field(default_factory=list)  # masks of trials the store does not hold
+    freed_bytes: int = 0
+    kept_stored: int = 0
+    kept_running: int = 0  # leased: the trial writes its rows next
+    kept_recent: int = 0
+
+    def line(self, dry_run: bool = False) -> str:
+        kept = [(self.kept_stored, "of stored trials"), (self.kept_running, "of trials a sweep is training now"),
+                (self.kept_recent, "of unstored trials touched recently")]
+        return (f"{'would drop' if dry_run else 'dropped'} the masks of {len(self.dropped)} trial(s) the store does "
+                f"not hold ({self.freed_bytes / 2**20:.1f} MiB)"
+                + "".join(f"; kept {n} {why}" for n, why in kept if n))
+
+
+def collect_masks(store: ResultsStore, older_than: float = 0.0, dry_run: bool = False) -> CollectedMasks:
+    """Drop the kept masks of trials the store does not hold, unleased and untouched for `older_than` s."""
+    report = CollectedMasks()
+    sizes = masks_sizes(store) if store.exists() else {}
+    if not sizes:
+        return report
+    finished = store.finished_ids()
+    cutoff = time.time() - older_than
+    for trial_id, (size, modified) in sorted(sizes.items()):
+        if trial_id in finished:
+            report.kept_stored += 1
+        elif holder_of(store, f"trial-{trial_id}") is not None:
+            report.kept_running += 1
+        elif modified > cutoff:
+            report.kept_recent += 1
+        elif store.has_trial(trial_id):  # stored since the listing: its lease was released after its rows
+            report.kept_stored += 1
+        else:
+            report.dropped.append(trial_id)
+            report.freed_bytes += size
+            if not dry_run:
+                delete_masks(store, trial_id)
     return report

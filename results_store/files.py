@@ -3,7 +3,7 @@
 The store's modules form a chain; each uses only the ones before it, and none
 imports another's private names (tests/test_store.py checks this)::
 
-    schema -> files -> sweeps -> lease -> journal -> scan -> compaction -> store
+    schema -> files -> sweeps -> lease -> journal -> scan -> compaction -> store -> masks -> collect
 
 Every change to a store goes through `StoreFiles.put`, `create`, `delete` or
 `move` (tests inject crashes there), and every failed storage operation becomes

@@ -61,7 +61,7 @@ def write(store, model, dataset, algorithm, log10, seed, top1, *, iterations=Non
     trial = dict(
         trial_id=trial_id, sweep=extra.pop("sweep", "test"), model=model, dataset=dataset, algorithm=algorithm,
         log10_compression=float(log10), compression=10.0 ** log10, seed=seed, iterations=iterations,
-        schedule="exponential", scope="global", prune_mode=prune_mode, levels=0, examples_per_class=10,
+        schedule="exponential", scope=extra.pop("scope", "global"), prune_mode=prune_mode, levels=0, examples_per_class=10,
         prunable_params=1150, prunable_layers=3, remaining_params=sum(remaining),
         density=sum(remaining) / 1150, collapsed=0 in remaining,
         prune_passes=iterations * (100 if algorithm == "snip" else 1),  # data-free: one pass a round
@@ -261,9 +261,10 @@ def test_cli_only_draws_the_named_figures_and_refuses_unknown_names(store_dir, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cost.csv", "cost.pdf", "cost.png"]
     capsys.readouterr()
     assert plots.main(["--store", str(store_dir), "--out", str(tmp_path), "--only", "accuracy,density"]) == 2
-    assert capsys.readouterr().err == ("error: unknown figure 'density' (did you mean 'layer_density'?); valid figures: ablations, accuracy, "
-                                       "conservation, cost, critical_compression, effective_sparsity, iterative, "
-                                       "layer_density, learning_curves\n")
+    assert capsys.readouterr().err == ("error: unknown figure 'density' (did you mean 'layer_density'?); valid "
+                                       "figures: ablations, accuracy, budgets, conservation, cost, "
+                                       "critical_compression, effective_sparsity, iterative, layer_density, "
+                                       "learning_curves, mask_overlap\n")
 
 
 def test_cli_band_picks_the_interval_and_refuses_unknown_bands(store_dir, tmp_path, capsys):
@@ -455,3 +456,27 @@ def test_figures_drawn_by_worker_processes_are_the_same_files(store_dir, tmp_pat
     for path in here:
         if path.suffix != ".pdf":  # a PDF carries its creation time
             assert path.read_bytes() == (tmp_path / "workers" / path.name).read_bytes(), path.name
+
+
+def test_budget_curves_put_erk_and_er_random_beside_random_and_the_figure_draws_them(results, tmp_path):
+    random = results.trials[(results.trials["algorithm"] == "random") & ~results.trials["shared_dense"]
+                            & (results.trials["prune_mode"] == "eval")]
+    budgets = pd.concat([random.assign(scope=s, trial_id=random["trial_id"] + f"-{s}",
+                                       final_top1=random["final_top1"] + shift)
+                         for s, shift in (("erk", 0.10), ("er", 0.05))])
+    trials = pd.concat([results.trials, budgets], ignore_index=True)
+    curves = tables.budget_curves(trials)
+    mine = curves[(curves["model"] == "vgg11_bn") & (curves["dataset"] == "cifar10")]
+    assert sorted(mine["variant"].unique()) == ["random (er)", "random (erk)", "random (global)"]
+    at_10x = mine[mine["log10_compression"] == 1].set_index("variant")["top1_mean"]
+    # random at 10x: 0.70 + seed offsets (-0.01, 0, 0.04) -> mean 71.0%; ERK +10 points, ER +5
+    assert at_10x.to_dict() == pytest.approx({"random (global)": 71.0, "random (erk)": 81.0, "random (er)": 76.0})
+    assert (mine.loc[mine["log10_compression"] == 1, "trials"] == 3).all()
+    assert tables.budget_curves(results.trials).empty  # no algorithm ran under a second budget: nothing to compare
+    printed = []
+    written = accuracy_figures.budgets_figure(Results("test", trials, results.epochs, results.layers), tmp_path,
+                                              printed.append)
+    assert sorted(p.name for p in written) == ["budgets.pdf", "budgets.png"] and not printed
+    assert accuracy_figures.budgets_figure(results, tmp_path / "none", printed.append) == []
+    assert printed == ["budgets: no algorithm trained under more than one layer budget (--budgets global,erk,er); "
+                       "figure not drawn"]

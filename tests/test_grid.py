@@ -12,13 +12,16 @@ def test_preset_sizes():
     sizes = {name: len(PRESETS[name].own_trials()) for name in PRESETS.names()}
     assert sizes == {"quickstart": 100 + 4 * 5 * 2, "fig1": 5 * 13 * 3, "fig6": 12 * 5 * 13 * 3,
                      "layer-collapse": 5 * 25 * 3, "iterative-snip": 4 * 13 * 3, "train-mode": 4 * 13 * 3,
-                     "sanity-checks": 2 * 5 * 5 * 13 * 3, "effective-sparsity": 7 * 25 * 3, "iterative": 6 * 13 * 3}
+                     "sanity-checks": 2 * 5 * 5 * 13 * 3, "effective-sparsity": 11 * 25 * 3, "iterative": 6 * 13 * 3,
+                     "baselines-2024": 2 * 15 * 11 * 3}
     # What runs: at 1x one dense trial per (pair, seed), and one reinit dense trial where reinit is in the grid.
     shared = {name: len(PRESETS[name].trials()) for name in PRESETS.names()}
     assert shared == {"quickstart": 140 - 28 + 2 * 2 + 2, "fig1": 195 - 5 * 3 + 3, "fig6": 2340 - 12 * 5 * 3 + 12 * 3,
                       "layer-collapse": 375 - 15 + 3, "iterative-snip": 156 - 12 + 3, "train-mode": 156 - 12 + 3,
-                      "sanity-checks": 1950 - 2 * 25 * 3 + 2 * 2 * 3, "effective-sparsity": 525 - 21 + 3,
-                      "iterative": 234 - 18 + 3}
+                      "sanity-checks": 1950 - 2 * 25 * 3 + 2 * 2 * 3, "effective-sparsity": 825 - 33 + 3,
+                      "iterative": 234 - 18 + 3,
+                      # imp's 1x trials are its own (it trains before it cuts); the 14 other variants share one
+                      "baselines-2024": 990 - 2 * 15 * 3 + 2 * 3 + 2 * 3}
 
 
 def test_research_presets_hold_the_asked_grids():
@@ -128,3 +131,16 @@ def test_resources_are_sized_to_model_and_data_and_drop_gpus_without_them():
     assert trial_resources(trials[("vgg16_bn", "cifar10")], override) == {"CPU": 4, "GPU": 0.5}
     imagenet = with_overrides(PRESETS["quickstart"], models="imagenet_resnet50", datasets="imagenet").trials()[0]
     assert trial_resources(imagenet, gpu) == {"CPU": 8.0, "GPU": 1.0}
+
+
+def test_baselines_2024_holds_every_builtin_algorithm_erk_and_er_random_and_ntk_saps_densities():
+    from common.vocabulary import BUILTIN_ALGORITHMS
+
+    own = PRESETS["baselines-2024"].own_trials()
+    assert {(t.model.name, t.data.name) for t in own} == {("vgg16_bn", "cifar100"), ("resnet20", "cifar10")}
+    variants = {(t.prune.algorithm, t.prune.iterations, t.prune.scope) for t in own}
+    assert {a for a, _, _ in variants} == set(BUILTIN_ALGORITHMS) - {"dense"}
+    assert {("snip", 100, "global"), ("random", 1, "erk"), ("random", 1, "er")} <= variants
+    densities = sorted({round(10 ** -t.prune.log10_compression, 4) for t in own})
+    assert densities == [0.0115, 0.018, 0.0281, 0.044, 0.0687, 0.1074, 0.1678, 0.2621, 0.4096, 0.64, 1.0]
+    assert {t.seed for t in own} == {0, 1, 2}

@@ -27,6 +27,10 @@ TYPICAL_SHAPES = {
     "imagenet_vgg16": CIFAR,
     "imagenet_vgg19": CIFAR,
     "imagenet_resnet50": CIFAR,
+    "vit": CIFAR,
+    "vit_tiny": DIGITS,
+    "mixer": TINY_IMAGENET,
+    "mixer_tiny": DIGITS,
 }
 
 # Total parameters at 10 classes on a 3-channel input (any size: pools are global).
@@ -38,6 +42,8 @@ PARAMETERS_AT_10_CLASSES = {
     "resnet110": 1_730_714,
     "resnet18": 11_173_962,  # the usual CIFAR ResNet-18 count
     "wide_resnet18": 44_662_922,
+    "vit": 3_722_250,  # ViT-Lite-7/4's 3.72M (Hassani et al. 2021)
+    "mixer": 4_360_970, "vit_tiny": 21_162, "mixer_tiny": 14_858,
 }
 
 

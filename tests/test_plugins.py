@@ -26,7 +26,7 @@ LAB_PLUGIN = '''
     from trainables.pruning import scorer
 
 
-    @scorer("smallest_first", needs_data=False, passes_per_example=0)
+    @scorer("smallest_first", needs_data=False)  # data-free: no passes_per_example to say
     def smallest_first(model, batches, inputs):
         named = dict(model.named_parameters())
         return {n: -named[n].detach().abs() for n in inputs.names}
@@ -79,6 +79,7 @@ def test_a_plugin_from_outside_the_project_runs_on_every_ray_worker_and_lands_li
     assert trials.effective_remaining_params.notna().all()
     assert (trials.effective_remaining_params <= trials.remaining_params).all()
     assert (trials.prune_passes[trials.algorithm == "grad_norm"] > 0).all()
+    assert (trials.prune_passes[trials.algorithm == "smallest_first"] == 0).all()  # counted: it ran no network
     layers = pd.read_parquet(tmp_path / "store" / "layers")
     assert layers.effective_remaining.notna().all() and len(layers) == 6 * 2
     assert len(pd.read_parquet(tmp_path / "store" / "epochs")) == 6

@@ -467,12 +467,13 @@ def test_cli_table_and_default_iterations():
 
 @pytest.mark.parametrize("args,needle", [
     (["--model", "nope"], "unknown model 'nope'; valid models: "),
-    (["--algorithm", "nope"], "unknown algorithm 'nope'; valid algorithms: dense, force, grasp, grasp_abs, imp, magnitude, random, snip, synflow"),
+    (["--algorithm", "nope"], "unknown algorithm 'nope'; valid algorithms: dense, force, grasp, grasp_abs, imp, "
+                              "magnitude, ntk_sap, prospr, px, random, snip, synflow, synflow_l2"),
     (["--dataset", "nope"], "unknown dataset 'nope'; valid datasets: "),
     (["--log10-compression", "-0.5"], "log10_compression must be a finite number in [0, 12]"),
     (["--log10-compression", "7"], "compression 1e+07 is above the number of prunable weights (17400)"),
     (["--iterations", "0"], "iterations must be an integer in [1, 10000], got 0"),
-    (["--scope", "layer"], "unknown scope 'layer'; valid scopes: global, local"),
+    (["--scope", "layer"], "unknown scope 'layer'; valid scopes: global, local, erk, er"),
 ])
 def test_cli_bad_input_is_one_line_with_exit_code_2(args, needle, capsys):
     from trainables.prune_one import main

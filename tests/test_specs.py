@@ -35,9 +35,11 @@ PINNED_DEFAULTS = {
     DataSpec: {"input_shape": None, "num_classes": None, "size": None},
     PruneSpec: {"log10_compression": 0.0, "iterations": None, "schedule": "exponential", "scope": "global",
                 "mode": "eval", "prune_bias": False, "prune_batchnorm": False, "prune_residual": False,
-                "examples_per_class": 10, "levels": 0, "ablation": "none"},
+                "prune_layernorm": False, "prune_embedding": False, "examples_per_class": 10, "levels": 0,
+                "ablation": "none"},
     TrainSpec: {"epochs": 0, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "lr_drops": (),
-                "lr_drop_factor": 0.1, "precision": "auto"},
+                "lr_drop_factor": 0.1, "precision": "auto", "optimizer": "sgd", "lr_schedule": "multistep",
+                "warmup_epochs": 0},
     TrialSpec: {"seed": 0},
 }
 
@@ -142,7 +144,7 @@ def test_round_trip_through_dict():
     (lambda: DataSpec("cifar10", num_classes=5), "only be set for dataset 'synthetic'"),
     (lambda: DataSpec("synthetic", input_shape=(3, 10**6, 32)), "input_shape entry must be an integer in [1, 4096]"),
     (lambda: DataSpec("synthetic", size=10**12), "size must be an integer in [1, 1e+07]"),
-    (lambda: PruneSpec("snap"), "unknown algorithm 'snap' (did you mean 'snip'?); valid algorithms: dense, force, grasp, grasp_abs, imp, magnitude, random, snip, synflow; your own algorithm is loaded with --plugins MODULE"),
+    (lambda: PruneSpec("snap"), "unknown algorithm 'snap' (did you mean 'snip'?); valid algorithms: dense, force, grasp, grasp_abs, imp, magnitude, ntk_sap, prospr, px, random, snip, synflow, synflow_l2; your own algorithm is loaded with --plugins MODULE"),
     (lambda: PruneSpec("snip", -1), "log10_compression must be a finite number in [0, 12]"),
     (lambda: PruneSpec("snip", 1e308), "log10_compression must be a finite number in [0, 12]"),
     (lambda: PruneSpec("snip", float("nan")), "log10_compression must be a finite number in [0, 12]"),

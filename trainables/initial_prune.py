@@ -48,6 +48,7 @@ def prune_at_init(model: nn.Module, spec: TrialSpec, info: data.DatasetInfo, dev
         iterations=1 if algorithm.trains_between_cuts else p.iterations,
         schedule=p.schedule, scope=p.scope, mode=p.mode,
         prune_bias=p.prune_bias, prune_batchnorm=p.prune_batchnorm, prune_residual=p.prune_residual,
+        prune_layernorm=p.prune_layernorm, prune_embedding=p.prune_embedding,
         batches=lambda: scoring_batches(spec, device, data_dir), seed=spec.seed, masks=masks,
         invert=p.ablation == "invert",
     )

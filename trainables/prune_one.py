@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--prune-bias", action="store_true")
     ap.add_argument("--prune-batchnorm", action="store_true")
     ap.add_argument("--prune-residual", action="store_true", help="also prune residual 1x1 projections")
+    ap.add_argument("--prune-layernorm", action="store_true", help="also prune layer-norm weights and biases")
+    ap.add_argument("--prune-embedding", action="store_true",
+                    help="also prune embeddings (a transformer's class token and position embedding)")
     ap.add_argument("--ablation", default=DEFAULT_ABLATION, help=f"sanity check, one of: {', '.join(ABLATIONS)}")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
@@ -101,6 +104,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 algorithm=args.algorithm, log10_compression=args.log10_compression, iterations=args.iterations,
                 schedule=args.schedule, scope=args.scope, mode=args.mode, prune_bias=args.prune_bias,
                 prune_batchnorm=args.prune_batchnorm, prune_residual=args.prune_residual,
+                prune_layernorm=args.prune_layernorm, prune_embedding=args.prune_embedding,
                 examples_per_class=args.examples_per_class, ablation=args.ablation,
             ),
             seed=args.seed,

@@ -27,7 +27,8 @@ from common.checks import check_choice, check_number
 from common.registry import check_known
 from common.vocabulary import (ABLATIONS, BUILTIN_ALGORITHMS, BUILTIN_DATASETS, BUILTIN_MODELS, DEFAULT_ABLATION,
                                DEFAULT_PRUNE_MODE, DEFAULT_SCHEDULE, DEFAULT_SCOPE, DENSE_ABLATION, DENSE_ALGORITHM,
-                               OWN_DENSE_TRIAL, PRECISIONS, PRUNE_MODES, SCHEDULES, SCOPES, default_iterations)
+                               LR_SCHEDULES, OPTIMIZERS, OWN_DENSE_TRIAL, PRECISIONS, PRUNE_MODES, SCHEDULES, SCOPES,
+                               default_iterations)
 
 
 # Bounds on every number of a description: generous for research, small enough that a typo fails at once.
@@ -100,6 +101,8 @@ class PruneSpec:
     prune_bias: bool = False
     prune_batchnorm: bool = False
     prune_residual: bool = False
+    prune_layernorm: bool = False
+    prune_embedding: bool = False
     examples_per_class: int = 10
     levels: int = 0
     ablation: str = DEFAULT_ABLATION
@@ -140,7 +143,13 @@ class PruneSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """SGD with momentum and multi-step learning-rate drops (the paper's recipe)."""
+    """SGD with momentum and multi-step learning-rate drops (the paper's recipe), or AdamW with a linear warmup
+    and a cosine decay (the vision transformers' recipe).
+
+    `momentum` is SGD's; AdamW keeps torch's betas (0.9, 0.999) and decouples
+    the weight decay. `lr_drops` and `lr_drop_factor` belong to the multistep
+    schedule, `warmup_epochs` to the cosine one.
+    """
 
     epochs: int = 0
     batch_size: int = 128
@@ -150,6 +159,9 @@ class TrainSpec:
     lr_drops: Tuple[int, ...] = ()
     lr_drop_factor: float = 0.1
     precision: str = "auto"
+    optimizer: str = "sgd"
+    lr_schedule: str = "multistep"
+    warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lr_drops", tuple(int(d) for d in self.lr_drops))
@@ -166,6 +178,13 @@ class TrainSpec:
         if list(self.lr_drops) != sorted(self.lr_drops) or any(not 1 <= d <= MAX_EPOCHS for d in self.lr_drops):
             raise ValueError(f"lr_drops must be increasing epochs in [1, {MAX_EPOCHS}], got {list(self.lr_drops)}")
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("lr schedule", self.lr_schedule, LR_SCHEDULES)
+        check_number("warmup_epochs", self.warmup_epochs, 0, MAX_EPOCHS, integer=True)
+        if self.lr_schedule == "cosine" and self.lr_drops:
+            raise ValueError(f"lr_drops {list(self.lr_drops)} belong to the multistep schedule, not to cosine")
+        if self.lr_schedule == "multistep" and self.warmup_epochs:
+            raise ValueError(f"warmup_epochs={self.warmup_epochs} belongs to the cosine schedule, not to multistep")
 
 
 @dataclass(frozen=True)

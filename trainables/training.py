@@ -1,4 +1,4 @@
-"""Train and evaluate a masked network with the paper's SGD recipe.
+"""Train and evaluate a masked network with its recipe (the paper's SGD, or AdamW for transformers).
 
 Pruned weights are exactly zero after every optimizer step: the masks are
 re-applied with one fused multiply right after `optimizer.step()`, so neither
@@ -44,8 +44,29 @@ class EpochMetrics:
         return asdict(self)
 
 
+def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
+    if spec.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, spec: TrainSpec) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch. Cosine: epoch e < w runs at lr (e + 1) / w, then lr (1 + cos(pi (e - w) / (E - w))) / 2."""
+    if spec.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: warmup_cosine_factor(
+            epoch, spec.epochs, spec.warmup_epochs))
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(spec.lr_drops), gamma=spec.lr_drop_factor)
+
+
+def warmup_cosine_factor(epoch: int, epochs: int, warmup: int) -> float:
+    if epoch < warmup:
+        return (epoch + 1) / warmup
+    span = max(epochs - warmup, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(epoch - warmup, span) / span))
+
+
 class Trainer:
-    """SGD + multi-step LR for one masked model; its state is what a checkpoint holds."""
+    """The recipe's optimizer and schedule for one masked model; its state is what a checkpoint holds."""
 
     def __init__(self, model: nn.Module, masks: Optional[Masks], spec: TrainSpec, device: torch.device) -> None:
         self.model = model
@@ -55,10 +76,8 @@ class Trainer:
         self.precision = resolve_precision(spec.precision, self.device)
         if self.precision == "bf16" and self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
-                                         weight_decay=spec.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=list(spec.lr_drops),
-                                                              gamma=spec.lr_drop_factor)
+        self.optimizer = make_optimizer(model, spec)
+        self.scheduler = make_scheduler(self.optimizer, spec)
 
     def _autocast(self):
         if self.precision == "bf16":

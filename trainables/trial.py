@@ -7,7 +7,9 @@ pruning and after every epoch the trial writes its own checkpoint (model,
 optimizer, scheduler, masks, epoch, RNG state, prune metrics) under
 `checkpoint_root/<trial_id>/`, and any start of the trial, a Tune retry or a
 new sweep run, continues from the newest whole one. The finished trial writes
-its rows to the results store once, then frees its checkpoints.
+its rows to the results store once, then frees its checkpoints; with
+`keep_masks` in the config (`--keep-masks`, not part of the description) it
+first writes its final masks (`<store>/masks/<trial_id>.parquet`).
 
 Every report carries the attempt's own start (`attempt_started_at`, the
 first report says only "started"), and the last one the trial's `finished_at`
@@ -34,6 +36,7 @@ from common.plugins import import_by_name
 from common.storage import one_line, storage_errno
 from results_store import ResultsStore, StoreError
 from results_store.lease import Heartbeat, acquire, default_holder, holder_of
+from results_store.masks import PackedMask, write_masks
 from trainables import data
 from trainables.checkpoints import TrialCheckpoints, rng_state, set_rng_state
 from trainables.imp import fresh_imp_state, imp_prune, train_batches
@@ -212,8 +215,17 @@ def train(setting: Setting, trainer: Trainer, progress: Progress) -> str:
     return "completed"
 
 
-def record(setting: Setting, progress: Progress, status: str) -> None:
-    """The trial's rows into the store (once), its checkpoints freed, and its last report."""
+def keep_masks(setting: Setting, masks: Masks, layers: List[Dict[str, Any]]) -> None:
+    """The trial's final masks beside the store, before its rows: a stored row then implies its mask."""
+    index = {row["param"]: row["layer_index"] for row in layers}
+    packed = [PackedMask.of(index[name], name, masks.mask(name).cpu().numpy()) for name in masks.names]
+    check_lease(setting)
+    write_masks(ResultsStore(setting.config["store"]), setting.spec.trial_id, packed)
+
+
+def record(setting: Setting, progress: Progress, status: str, masks: Optional[Masks] = None) -> None:
+    """The trial's rows into the store (once; with `keep_masks`, its masks first), its checkpoints freed, and its
+    last report."""
     config = setting.config
     finished_at = time.time()
     if config.get("store"):
@@ -223,7 +235,11 @@ def record(setting: Setting, progress: Progress, status: str) -> None:
                         restarts=progress.restarts, resumed_from=progress.resumed_from)
         finished_at = row["finished_at"]  # the driver's progress line and the store agree on the trial's end
         check_lease(setting)
-        write_once(ResultsStore(config["store"]), row, progress.history, progress.prune["layers"])
+        store = ResultsStore(config["store"])
+        if config.get("keep_masks") and masks is not None and not store.has_trial(setting.spec.trial_id):
+            keep_masks(setting, masks, progress.prune["layers"])
+            check_lease(setting)
+        write_once(store, row, progress.history, progress.prune["layers"])
         if setting.checkpoints is not None and not config.get("keep_checkpoints"):
             setting.checkpoints.delete_all()
     last = progress.history[-1] if progress.history else {}
@@ -294,7 +310,7 @@ def train_and_record(setting: Setting) -> None:
     try:
         trainer, progress = restore_or_prune(setting)
         status = train(setting, trainer, progress)
-        record(setting, progress, status)
+        record(setting, progress, status, trainer.masks)
     except DETERMINISTIC_ERRORS as exc:  # named by algorithm, so the sweep's summary says whose error it is
         report(setting, {"status": "failed", "error": f"[{spec.prune.algorithm}] {type(exc).__name__}: {exc}",
                          "epoch": 0, "finished_at": time.time()})

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from common.checks import integer_at_least
-from trainables.models import imagenet, resnet, small, vgg  # noqa: F401  (fill MODELS)
+from trainables.models import imagenet, resnet, small, transformers, vgg  # noqa: F401  (fill MODELS)
 from trainables.models.common import MODELS, ModelConstructor
 
 __all__ = ["MODELS", "ModelConstructor", "build_model", "model"]

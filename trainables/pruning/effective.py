@@ -16,6 +16,34 @@ the output"), so nothing overflows or underflows however deep the network is,
 unlike a path *count*. A weight's gradient is then positive exactly when some
 position of its input is reached and some position of its output reaches the
 output.
+
+Transformers. Units are (token, channel) pairs. The class token and the
+position embedding (any `nn.Parameter` a model's own module holds) are
+inputs, always reached (unless pruned). LayerNorm becomes its elementwise
+affine map (weight 1 or its mask, bias 0, no normalisation): it mixes a
+token's features only through two per-token statistics, a gain shared by
+every feature rather than a weighted connection, so like batch-norm it adds no
+path beyond unit (t, c) -> (t, c); counting its statistics as edges would make
+every feature of a token reach every other one after the first norm. GELU
+maps 0 to 0 and positive to positive, so it stays as it is. Attention, per
+head, with q, k, v the outputs of its query, key and value layers and o its
+output before the output projection (biases create no path, so a logit
+q_i . k_j only varies through units that are reached):
+
+- v(j, c) -> o(i, c) for every pair of tokens i, j (same channel c);
+- q(i, c') -> o(i, c) for every channel c' of the head, when some v(., c) and
+  some k(., c') are reached (a key channel reached at no token adds the same
+  logit to every token, which the softmax ignores);
+- k(j, c') -> o(i, c) for every j and every c' of the head, when some v(., c)
+  is reached and q(i, c') is reached.
+
+(If no value unit of channel c is reached, o(i, c) is a constant whatever the
+softmax does, so q and k reach nothing through it.) In the binary network
+each `nn.Softmax` becomes `_ReachSoftmax`: forward all ones (o(i, c) is
+reached iff some v(j, c) is), backward a logit (i, j) reaches the output iff
+some weight of row i does (the softmax couples a row), so the products q k^T
+and a v give exactly the edges above. Attention must use an `nn.Softmax`
+module (the zoo's does); `nn.MultiheadAttention` is refused.
 """
 from __future__ import annotations
 
@@ -27,9 +55,32 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from trainables.pruning.masks import Masks
-from trainables.pruning.params import PrunableParam
+from trainables.pruning.params import PrunableParam, holds_embeddings
+from trainables.pruning.scores import replace_children, without_layernorm_statistics
 
 WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+class _ReachSoftmaxFunction(torch.autograd.Function):
+    """Forward: every attention weight 1. Backward: 1 on a whole row where any weight of it reaches the output."""
+
+    @staticmethod
+    def forward(ctx, logits, dim):
+        ctx.dim = dim
+        return torch.ones_like(logits)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (grad.sum(dim=ctx.dim, keepdim=True) > 0).to(grad.dtype).expand_as(grad), None
+
+
+class _ReachSoftmax(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return _ReachSoftmaxFunction.apply(logits, self.dim)
 
 
 class _Reached(torch.autograd.Function):
@@ -56,17 +107,26 @@ def _as_any_pool(pool: nn.MaxPool2d) -> nn.Module:
 
 @torch.no_grad()
 def mask_network(model: nn.Module, masks: Masks) -> nn.Module:
-    """A float32 copy of `model` whose conv/linear weights are their keep-masks and whose shifts are zero."""
+    """A float32 copy of `model` whose conv/linear weights are their keep-masks and whose shifts are zero.
+
+    Norms' weights and embeddings are their keep-masks too (all ones when not pruned).
+    """
+    if any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
+        raise ValueError("effective weights: nn.MultiheadAttention is not supported (its fused in-projection is no "
+                         "nn.Linear); write attention with nn.Linear projections and an nn.Softmax module")
     net = copy.deepcopy(model).float().eval()
     mask_of = {name: masks.mask(name) for name in masks.names}
     for name, param in net.named_parameters():
         param.requires_grad_(False)
         module_name, _, leaf = name.rpartition(".")
         module = net.get_submodule(module_name)
-        if leaf == "weight" and isinstance(module, WEIGHT_LAYERS + (_BatchNorm,)):
+        scaling = leaf == "weight" and isinstance(module, WEIGHT_LAYERS + (_BatchNorm, nn.LayerNorm))
+        if scaling or holds_embeddings(module):  # embeddings are inputs: reached unless pruned
             param.copy_(mask_of[name] if name in mask_of else torch.ones_like(param))
         else:
             param.zero_()  # biases and shifts create no path
+    without_layernorm_statistics(net)
+    replace_children(net, nn.Softmax, lambda softmax: _ReachSoftmax(softmax.dim))
     for module in net.modules():
         if isinstance(module, _BatchNorm):
             if module.running_mean is not None:

@@ -1,4 +1,4 @@
-"""The pruning schedule: score, cut to an exact count, repeat for `iterations` rounds."""
+"""The pruning loop: score, cut to the budget's exact counts (`budgets.py`), repeat for `iterations` rounds."""
 from __future__ import annotations
 
 import contextlib
@@ -13,33 +13,12 @@ from torch import nn
 from common.checks import check_choice
 from common.vocabulary import (DEFAULT_PRUNE_MODE, DEFAULT_SCHEDULE, DEFAULT_SCOPE, PRUNE_MODES, SCHEDULES,
                                SCOPES)
-from trainables.pruning.masks import Masks, apportion, keep_top
+from trainables.pruning.budgets import CutPlan
+from trainables.pruning.masks import Masks
 from trainables.pruning.effective import effective_remaining
 from trainables.pruning.metrics import LayerStat, collapsed, effective_total, layer_stats, macs, stats_as_rows
 from trainables.pruning.params import PrunableParam, prunable_parameters
 from trainables.pruning.scores import SCORERS, Batches, Scorer, ScoreInputs
-
-
-def density_schedule(compression: float, iterations: int, schedule: str) -> List[float]:
-    """Density after each round: exponential keeps rho^(-k/n), linear steps density evenly to 1/rho."""
-    n = iterations
-    if schedule == "exponential":
-        return [compression ** (-k / n) for k in range(1, n + 1)]
-    if schedule == "linear":
-        return [1.0 - (1.0 - 1.0 / compression) * k / n for k in range(1, n + 1)]
-    check_choice("schedule", schedule, SCHEDULES)
-    raise AssertionError(f"schedule {schedule!r} has no density rule")
-
-
-def target_count(prunable: int, compression: float) -> int:
-    if compression < 1:
-        raise ValueError(f"compression must be >= 1, got {compression}")
-    if compression > prunable:
-        raise ValueError(
-            f"compression {compression:g} is above the number of prunable weights ({prunable}); "
-            f"the largest meaningful compression keeps one weight"
-        )
-    return round(prunable / compression)
 
 
 @dataclass
@@ -86,54 +65,17 @@ def _zero(param: torch.Tensor, flat_indices: torch.Tensor) -> None:
         param.data.view(-1).index_fill_(0, flat_indices, 0)
 
 
-def scoring_passes(scorer: Scorer, iterations: int, examples: int) -> int:
+def scoring_passes(scorer: Scorer, iterations: int, examples: int) -> Optional[int]:
     """Forward/backward passes a prune costs: the pruner reports it, the sweep's plan estimates it.
 
-    A data-free scorer that runs the network (SynFlow) passes one all-ones input per round.
+    A data-free scorer that runs the network (SynFlow) passes one all-ones input per round. None for a
+    data-free plugin that did not say: the pruner counts its passes as it runs (`PassCounter`).
     """
+    if scorer.passes_per_example is None:
+        return None
     if scorer.passes_per_example and not scorer.needs_data:
         examples = 1
     return iterations * examples * scorer.passes_per_example
-
-
-@dataclass(frozen=True)
-class CutPlan:
-    """How many weights each round keeps: globally, or per layer when the scope is local."""
-
-    compression: float
-    densities: List[float]          # density after each round
-    prunable: int                   # weights under masks at the start
-    final_keep: int                 # exactly round(prunable / compression)
-    final_shares: Optional[List[int]]  # per-layer final counts (local scope), else None
-
-    @classmethod
-    def make(cls, masks: Masks, params: Sequence[PrunableParam], compression: float, iterations: int,
-             schedule: str, scope: str) -> "CutPlan":
-        prunable = masks.total()
-        final_keep = target_count(prunable, compression)
-        if final_keep > masks.remaining():
-            raise ValueError(f"cannot keep {final_keep} weights: only {masks.remaining()} are still unpruned")
-        shares = apportion(final_keep, [p.size for p in params]) if scope == "local" else None
-        return cls(compression, density_schedule(compression, iterations, schedule), prunable, final_keep, shares)
-
-    @property
-    def rounds(self) -> int:
-        return len(self.densities)
-
-    def keep_flags(self, round_: int, candidates: torch.Tensor, alive_scores: Sequence[torch.Tensor],
-                   params: Sequence[PrunableParam], remaining: int) -> List[torch.Tensor]:
-        """Per layer, which alive weights round `round_` (1-based) keeps."""
-        last = round_ == self.rounds
-        density = self.densities[round_ - 1]
-        if self.final_shares is None:
-            keep = self.final_keep if last else max(self.final_keep, round(self.prunable * density))
-            kept_all = keep_top(candidates, min(keep, remaining))
-            return list(torch.split(kept_all, [s.numel() for s in alive_scores]))
-        kept = []
-        for p, s, share in zip(params, alive_scores, self.final_shares):
-            layer_keep = share if last else max(share, round(p.size * density))
-            kept.append(keep_top(s, min(layer_keep, s.numel())))
-        return kept
 
 
 def check_settings(iterations: int, schedule: str, scope: str, mode: str) -> None:
@@ -231,44 +173,77 @@ def _fingerprint(model: nn.Module, params: Sequence[PrunableParam]) -> torch.Ten
                         for p in params])
 
 
+class PassCounter:
+    """Counts the examples the scoring network is run on: the prune passes of a scorer that did not declare them.
+
+    A forward pre-hook on the network's root module adds each call's batch rows
+    (a pass through `torch.func.functional_call` runs the same hooks).
+    """
+
+    def __init__(self) -> None:
+        self.passes = 0
+
+    def __call__(self, module, args, kwargs=None):
+        first = args[0] if args else None
+        self.passes += int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() > 0 else 1
+
+    @contextlib.contextmanager
+    def watching(self, network: nn.Module):
+        handle = network.register_forward_pre_hook(self)
+        try:
+            yield self
+        finally:
+            handle.remove()
+
+
 def run_rounds(model: nn.Module, scorer: Scorer, params: Sequence[PrunableParam], masks: Masks, plan: CutPlan,
-               data: Batches, mode: str, seed: int, input_shape: Sequence[int], invert: bool = False) -> Dict[str, float]:
+               data: Batches, mode: str, seed: int, input_shape: Sequence[int], invert: bool = False,
+               counter: Optional[PassCounter] = None) -> Dict[str, float]:
     """Score, cut, repeat; the last round's per-layer score sums (before its cut).
 
     `invert` keeps the lowest-scoring weights instead, at the same exact counts
-    (every round: the sanity check of Frankle et al. 2021).
+    (every round: the sanity check of Frankle et al. 2021). A `counter` counts
+    the examples the scoring network runs on.
     """
+    with scoring_network(model, scorer, params, mode) as (working, saved_buffers):
+        with (counter.watching(working) if counter is not None else contextlib.nullcontext()):
+            return _rounds(model, working, saved_buffers, scorer, params, masks, plan, data, seed, input_shape,
+                           invert)
+
+
+def _rounds(model: nn.Module, working: nn.Module, saved_buffers: Dict[str, torch.Tensor], scorer: Scorer,
+            params: Sequence[PrunableParam], masks: Masks, plan: CutPlan, data: Batches, seed: int,
+            input_shape: Sequence[int], invert: bool) -> Dict[str, float]:
     named = dict(model.named_parameters())
     inputs = ScoreInputs(names=tuple(p.name for p in params), input_shape=tuple(input_shape),
                          generator=torch.Generator().manual_seed(seed), masks=masks)
     score_sums: Dict[str, float] = {}
-    with scoring_network(model, scorer, params, mode) as (working, saved_buffers):
-        for k in range(1, plan.rounds + 1):
-            before = _fingerprint(working, params) if working is model else None
-            scores = checked_scores(scorer, scorer.score(working, data, inputs), params, model, working, before)
-            if scorer.revives:
-                candidates, per_layer = all_scores(scores, params)
-            else:
-                candidates, per_layer = alive_scores(scores, params, masks)
-            if k == plan.rounds:
-                scale = getattr(working, "score_scale", 1.0)  # a rescaled scorer's scores are true scores / scale
-                score_sums = {p.name: float(s.sum(dtype=torch.float64)) * scale for p, s in zip(params, per_layer)}
-            if invert:
-                candidates.neg_()  # the per-layer views share its storage
-            if scorer.revives:  # the whole mask is chosen afresh; the model is masked once, after the last round
-                for p, keep_flags in zip(params, plan.keep_flags(k, candidates, per_layer, params, plan.prunable)):
-                    masks.set_alive(p.name, keep_flags.nonzero().flatten())
-                continue
-            for p, keep_flags in zip(params, plan.keep_flags(k, candidates, per_layer, params, masks.remaining())):
-                removed = masks.keep_only(p.name, keep_flags)
-                if working is model:
-                    _zero(named[p.name], removed)
-                else:  # the model itself is masked once, after the last round
-                    working.remove(p.name, removed)
-            if saved_buffers:
-                with torch.no_grad():
-                    for n, b in working.named_buffers():
-                        b.copy_(saved_buffers[n])
+    for k in range(1, plan.rounds + 1):
+        before = _fingerprint(working, params) if working is model else None
+        scores = checked_scores(scorer, scorer.score(working, data, inputs), params, model, working, before)
+        if scorer.revives:
+            candidates, per_layer = all_scores(scores, params)
+        else:
+            candidates, per_layer = alive_scores(scores, params, masks)
+        if k == plan.rounds:
+            scale = getattr(working, "score_scale", 1.0)  # a rescaled scorer's scores are true scores / scale
+            score_sums = {p.name: float(s.sum(dtype=torch.float64)) * scale for p, s in zip(params, per_layer)}
+        if invert:
+            candidates.neg_()  # the per-layer views share its storage
+        if scorer.revives:  # the whole mask is chosen afresh; the model is masked once, after the last round
+            for p, keep_flags in zip(params, plan.keep_flags(k, candidates, per_layer, params, plan.prunable)):
+                masks.set_alive(p.name, keep_flags.nonzero().flatten())
+            continue
+        for p, keep_flags in zip(params, plan.keep_flags(k, candidates, per_layer, params, masks.remaining())):
+            removed = masks.keep_only(p.name, keep_flags)
+            if working is model:
+                _zero(named[p.name], removed)
+            else:  # the model itself is masked once, after the last round
+                working.remove(p.name, removed)
+        if saved_buffers:
+            with torch.no_grad():
+                for n, b in working.named_buffers():
+                    b.copy_(saved_buffers[n])
     return score_sums
 
 
@@ -291,6 +266,8 @@ def prune_model(
     prune_bias: bool = False,
     prune_batchnorm: bool = False,
     prune_residual: bool = False,
+    prune_layernorm: bool = False,
+    prune_embedding: bool = False,
     batches: Optional[Callable[[], Batches]] = None,
     seed: int = 0,
     masks: Optional[Masks] = None,
@@ -305,7 +282,8 @@ def prune_model(
     """
     scorer = SCORERS[scorer_name]
     check_settings(iterations, schedule, scope, mode)
-    params = prunable_parameters(model, input_shape, prune_bias, prune_batchnorm, prune_residual)
+    params = prunable_parameters(model, input_shape, prune_bias, prune_batchnorm, prune_residual, prune_layernorm,
+                                 prune_embedding)
     if masks is None:
         named = dict(model.named_parameters())
         masks = Masks({p.name: named[p.name] for p in params})
@@ -314,7 +292,8 @@ def prune_model(
 
     start = time.perf_counter()
     masks.apply()
-    score_sums = run_rounds(model, scorer, params, masks, plan, data, mode, seed, input_shape, invert)
+    counter = PassCounter() if scorer.passes_per_example is None else None
+    score_sums = run_rounds(model, scorer, params, masks, plan, data, mode, seed, input_shape, invert, counter)
     if next(model.parameters()).is_cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -330,7 +309,8 @@ def prune_model(
         remaining_params=masks.remaining(),
         collapsed=collapsed(stats),
         effective_remaining_params=effective_total(stats),
-        prune_passes=scoring_passes(scorer, iterations, sum(len(y) for _, y in data)),
+        prune_passes=(counter.passes if counter is not None
+                      else scoring_passes(scorer, iterations, sum(len(y) for _, y in data))),
         prune_seconds=seconds,
         dense_flops=macs(params),
         remaining_flops=macs(params, masks),

@@ -45,7 +45,9 @@ class Scorer:
     name: str
     score: Callable[[nn.Module, Batches, ScoreInputs], Scores]
     needs_data: bool
-    passes_per_example: int  # forward/backward passes per example per round (0: no network pass)
+    # forward/backward passes per example per round (0: no network pass); None: a data-free scorer that did not say,
+    # whose passes the pruner counts as it runs (forward calls x their batch rows)
+    passes_per_example: Optional[int]
     prepare: Optional[Callable[[nn.Module, set], nn.Module]] = None  # (model, scored names) -> scoring copy, once per prune
     revives: bool = False  # every round scores *all* weights and pruned ones may come back (FORCE)
 
@@ -53,7 +55,7 @@ class Scorer:
 SCORERS: Registry[Scorer] = Registry("scorer")
 
 
-def scorer(name: str, needs_data: bool, passes_per_example: int, prepare=None, revives: bool = False):
+def scorer(name: str, needs_data: bool, passes_per_example: Optional[int], prepare=None, revives: bool = False):
     def add(fn):
         SCORERS.register(name)(Scorer(name, fn, needs_data, passes_per_example, prepare, revives))
         return fn
@@ -145,6 +147,55 @@ def force_scores(model: nn.Module, batches: Batches, inputs: ScoreInputs) -> Sco
     return {n: (g * w).abs() for n, w, g in zip(inputs.names, weights, total)}
 
 
+class UnnormalizedLayerNorm(nn.Module):
+    """A LayerNorm's elementwise affine map alone, x * weight + bias, holding the LayerNorm's own parameters
+    (so their names, and the masks on them, are unchanged)."""
+
+    def __init__(self, norm: nn.LayerNorm) -> None:
+        super().__init__()
+        self.weight = norm.weight
+        self.bias = norm.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight is not None:
+            x = x * self.weight
+        return x + self.bias if self.bias is not None else x
+
+
+class SumNormalized(nn.Module):
+    """Softmax without its exponential: x / sum(x) along `dim` for x >= 0, uniform where the sum is 0.
+
+    Positive weights summing to 1, as softmax's are, but a rational function of
+    the logits, so it never saturates: this is the normalised linear attention
+    of Katharopoulos et al. 2020 ("Transformers are RNNs") with the identity
+    feature map, which is positive on SynFlow's positive network.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = x.sum(dim=self.dim, keepdim=True)
+        alive = total > 0
+        normalized = x / torch.where(alive, total, torch.ones_like(total))
+        return torch.where(alive, normalized, torch.full_like(x, 1.0 / x.shape[self.dim]))
+
+
+def replace_children(model: nn.Module, kind: type, replacement: Callable[[nn.Module], nn.Module]) -> nn.Module:
+    """`model`, changed in place: every submodule of type `kind` replaced by `replacement(it)`."""
+    for module in list(model.modules()):
+        for child_name, child in module.named_children():
+            if isinstance(child, kind):
+                setattr(module, child_name, replacement(child))
+    return model
+
+
+def without_layernorm_statistics(model: nn.Module) -> nn.Module:
+    """`model` (changed in place) with every `nn.LayerNorm` replaced by its affine map, without normalisation."""
+    return replace_children(model, nn.LayerNorm, UnnormalizedLayerNorm)
+
+
 @torch.no_grad()
 def linearized_float64_copy(model: nn.Module, scored: Optional[set] = None) -> nn.Module:
     """SynFlow's scoring network: a float64 copy with |w| everywhere (weights and buffers).
@@ -152,11 +203,34 @@ def linearized_float64_copy(model: nn.Module, scored: Optional[set] = None) -> n
     Deep nets (vgg19_bn, resnet110, resnet50) overflow float32 here; float64
     keeps every score finite, and working on a copy leaves the real model's
     weights, signs, buffers and dtype exactly as they were.
+
+    Each LayerNorm becomes its affine map |gamma| x + |beta|, without
+    normalisation: the treatment SynFlow's own code gives batch-norm (an eval-mode
+    affine map of |w| and |buffers|) and what zero-cost-proxy code does when it
+    "dummifies" norms for SynFlow (Abdelfattah et al. 2021; Deeplite's
+    `synflow(dummify_bns=True)`). A normalising LayerNorm subtracts the token
+    mean, so the linearised network is no longer positive (scores cancel), and
+    it makes R invariant to the scale of everything before it, so per-layer
+    score sums no longer follow the conservation law that keeps SynFlow from
+    collapsing layers (on an input constant across features, as a LayerNorm
+    applied to the all-ones input sees, it even outputs exactly zero and every
+    score upstream vanishes).
+
+    Each `nn.Softmax` (attention's) becomes `SumNormalized`, x / sum(x). Without
+    normalisation the |w| network's activations grow by about the width x
+    |w| per layer, so from the second ViT block on the attention logits differ
+    between tokens by thousands, softmax is one-hot to the last float64 bit and
+    every query and key weight scores exactly 0 (measured on `vit` at 32x32):
+    SynFlow would prune them first. The sum-normalised form keeps attention a
+    convex mix of the values, positive and degree-0 homogeneous in the logits,
+    and never saturates.
     """
     linear = copy.deepcopy(model).to(torch.float64)
     for t in linear.state_dict().values():
         if t.is_floating_point():
             t.abs_()
+    without_layernorm_statistics(linear)
+    replace_children(linear, nn.Softmax, lambda softmax: SumNormalized(softmax.dim))
     if scored is not None:
         for name, p in linear.named_parameters():
             p.requires_grad_(name in scored)
