@@ -64,6 +64,9 @@ class SweepSpec:
     description: str = ""
     also: Tuple["SweepSpec", ...] = ()  # more grids run as part of this sweep (other pairs, other variants)
     origin: str = ""  # the preset a renamed sweep was made from (its recipe's source); "" for the preset itself
+    # GPUs each trial asks for unless --gpus-per-trial says otherwise; above 1, one Ray Train worker per GPU. A run
+    # option, never part of a trial's description (its id).
+    gpus_per_trial: Optional[float] = None
 
     def __post_init__(self) -> None:
         for axis in ("models", "datasets", "algorithms", "log10_compressions", "seeds"):
@@ -310,6 +313,18 @@ preset(SweepSpec(
     models=("vgg16_bn",), datasets=("cifar100",),
     algorithms=tuple(AlgorithmVariant(a, mode=m) for a in ("snip", "grasp") for m in ("eval", "train")),
     log10_compressions=_range(0, 3, 0.25), seeds=(0, 1, 2),
+))
+# ImageNet: the paper gives no recipe, so the standard ResNet-50 one (Goyal et al. 2017 at its reference batch):
+# SGD, momentum 0.9, global batch 256 (32 a GPU on 8 workers; the lr is for the global batch, never rescaled),
+# lr 0.1, 90 epochs, /10 at 30 and 60, wd 1e-4.
+_IMAGENET_TRAIN = TrainSpec(epochs=90, batch_size=256, lr=0.1, momentum=0.9, weight_decay=1e-4, lr_drops=(30, 60),
+                            lr_drop_factor=0.1)
+preset(SweepSpec(
+    name="imagenet",
+    description="resnet50 on ImageNet, the 5 algorithms of fig6 at its ratios; 8 GPUs a trial (DDP, one worker "
+                "each); the standard 90-epoch recipe",
+    models=("imagenet_resnet50",), datasets=("imagenet",), algorithms=_defaults(*ALL_ALGORITHMS),
+    log10_compressions=_range(0, 3, 0.25), seeds=(0, 1, 2), train=_IMAGENET_TRAIN, gpus_per_trial=8.0,
 ))
 
 

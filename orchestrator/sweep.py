@@ -34,6 +34,7 @@ from common.cli import OneLineArgumentParser, program
 from common.plugins import load_plugins
 from common.vocabulary import BUILTIN_ALGORITHMS, DENSE_ALGORITHM, LR_SCHEDULES, OPTIMIZERS
 from orchestrator.grid import GRID_AXES, PRESETS, SweepSpec, with_overrides
+from orchestrator.trackers import check_trackers, parse_trackers
 
 
 DEFAULT_STORE = "results"
@@ -46,6 +47,7 @@ _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_FAILURES_BOUND = 1000
 MAX_CPUS_PER_TRIAL = 4096
 MAX_GPUS_PER_TRIAL = 64
+MAX_WORKERS_PER_TRIAL = 1024
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-failures", type=int, default=DEFAULT_MAX_FAILURES, help="restarts per trial")
     run.add_argument("--gpus-per-trial", type=float, help="override the GPU share sized to model and data")
     run.add_argument("--cpus-per-trial", type=float, help="override the CPUs per trial")
+    run.add_argument("--workers-per-trial", type=int,
+                     help="train each trial on this many Ray Train workers (DDP; gloo on CPU, one GPU each with "
+                          "nccl); --gpus-per-trial N above 1 means N workers too (default 1)")
     run.add_argument("--num-cpus", type=int, help="CPUs of a local Ray started here (default: all)")
     run.add_argument("--name", help="sweep label in the store: letters, digits, '_', '.', '-' (default: the "
                                    "preset's name)")
@@ -111,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "every Ray worker (repeatable)")
     run.add_argument("--dry-run", action="store_true", help="run nothing; print the plan")
     run.add_argument("--json", action="store_true", help="print the plan or the summary as one JSON object")
+    live = ap.add_argument_group("live curves (each trial's epochs as they train; README, \"Running sweeps\")")
+    live.add_argument("--log-to", metavar="TRACKERS",
+                      help="comma-separated: tensorboard (event files in each trial's directory under the storage "
+                           "path), mlflow (pip install -e \".[mlflow]\")")
+    live.add_argument("--mlflow-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else "
+                                           "STORAGE_PATH/mlruns); the experiment is the sweep's name")
     return ap
 
 
@@ -133,6 +144,8 @@ def resolve_sweep(args: argparse.Namespace) -> SweepSpec:
         # Nothing of the preset's grid is left: its name would say a grid that did not run.
         digest = hashlib.sha256(",".join(sorted(t.trial_id for t in sweep.trials())).encode()).hexdigest()[:6]
         sweep = dataclasses.replace(sweep, name=f"custom-{digest}", origin=args.preset)
+    if args.gpus_per_trial is None and base.gpus_per_trial is not None:
+        args.gpus_per_trial = base.gpus_per_trial  # the preset's own ask (imagenet: 8 GPUs, one worker each)
     check_driver_numbers(args)
     return sweep
 
@@ -151,7 +164,8 @@ def naming_note(args: argparse.Namespace, sweep: SweepSpec) -> str:
 def check_driver_numbers(args: argparse.Namespace) -> None:
     """Every number the driver itself takes is finite and in range (one line, exit 2, otherwise)."""
     bounds = {"compact_at": (0, 10**9), "max_concurrent": (1, 100_000), "max_failures": (0, MAX_FAILURES_BOUND), "num_cpus": (1, 100_000),
-              "gpus_per_trial": (0, MAX_GPUS_PER_TRIAL), "cpus_per_trial": (0, MAX_CPUS_PER_TRIAL)}
+              "gpus_per_trial": (0, MAX_GPUS_PER_TRIAL), "cpus_per_trial": (0, MAX_CPUS_PER_TRIAL),
+              "workers_per_trial": (1, MAX_WORKERS_PER_TRIAL)}
     for flag, (low, high) in bounds.items():
         value = getattr(args, flag)
         if value is None:
@@ -197,6 +211,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         plugins = load_plugins(args.plugins)  # a plugin's names join the registries before the grid is checked
         sweep = resolve_sweep(args)
+        args.trackers = parse_trackers(args.log_to)  # before Ray: a missing package is one line, not a dead run
+        check_trackers(args.trackers, args.storage_path, args.mlflow_uri)
         # The arguments hold: now the heavy imports (torch, Ray, pyarrow).
         from orchestrator.plan import add_bill, check_datasets, plan, print_plan, seen_resources
         from orchestrator.resources import ResourcePolicy
@@ -208,7 +224,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             store.check_writable()
             check_writable(checkpoint_root(args.storage_path), "--storage-path")
         policy = ResourcePolicy(cluster_has_gpus=args.gpus_per_trial != 0, gpus_per_trial=args.gpus_per_trial,
-                                cpus_per_trial=args.cpus_per_trial)
+                                cpus_per_trial=args.cpus_per_trial, workers_per_trial=args.workers_per_trial)
         the_plan = plan(sweep, store, policy)
         the_plan["plugin_modules"] = plugins
         the_plan["named"] = naming_note(args, sweep)
@@ -221,7 +237,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             seen = seen_resources(args.address or os.environ.get("RAY_ADDRESS"), args.num_cpus)
             add_bill(the_plan, store, ResourcePolicy(cluster_has_gpus=seen.gpus > 0 and args.gpus_per_trial != 0,
                                                      gpus_per_trial=args.gpus_per_trial,
-                                                     cpus_per_trial=args.cpus_per_trial),
+                                                     cpus_per_trial=args.cpus_per_trial,
+                                                     workers_per_trial=args.workers_per_trial),
                      seen, args.max_concurrent, args.keep_checkpoints)
             print_plan(the_plan, args.json,
                        "" if args.json else "GPU shares apply on a cluster with GPUs; without GPUs every trial runs on CPU")

@@ -23,7 +23,7 @@ from common.plugins import Plugin
 from orchestrator.cluster import check_feasible, connect, node_capacities
 from orchestrator.grid import SweepSpec
 from orchestrator.plan import add_bill, cluster_resources, data_dir, print_plan, resource_asks
-from orchestrator.resources import ResourcePolicy, trial_resources
+from orchestrator.resources import ResourcePolicy, concurrent_distributed, tune_bundles, worker_resources
 from orchestrator.stops import install_stop_handlers, ray_watchdog
 from results_store import ResultsStore, filesystem_for
 from trainables.specs import TrialSpec
@@ -249,6 +249,7 @@ def run_sweep(args: argparse.Namespace, sweep: SweepSpec, store: ResultsStore, t
     from ray import tune
     from ray.tune import PlacementGroupFactory
 
+    from orchestrator.trackers import tracker_callbacks, trial_run_name
     from trainables.trial import run_trial
 
     storage_path = absolute(args.storage_path)
@@ -257,7 +258,7 @@ def run_sweep(args: argparse.Namespace, sweep: SweepSpec, store: ResultsStore, t
     logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.CRITICAL)
 
     def resources(config: Dict) -> PlacementGroupFactory:
-        return PlacementGroupFactory([trial_resources(TrialSpec.from_dict(config["spec"]), policy)])
+        return PlacementGroupFactory(tune_bundles(TrialSpec.from_dict(config["spec"]), policy))
 
     class StopOnStorageError(tune.Stopper):
         """A full, read-only or forbidden disk ends the whole run at once: every trial would only fail the same way
@@ -285,15 +286,22 @@ def run_sweep(args: argparse.Namespace, sweep: SweepSpec, store: ResultsStore, t
             "keep_checkpoints": args.keep_checkpoints, "checkpoint_root": checkpoint_root(storage_path),
             "keep_masks": getattr(args, "keep_masks", False),  # a run option, never part of the trial's id
             "plugins": [p.import_name for p in plugins],
+            # Ray Train workers per trial and each one's ask, by dataset: run options, never part of the trial's id.
+            "workers": {"count": policy.workers, "resources": {t.data.name: worker_resources(t, policy)
+                                                               for t in to_run} if policy.workers > 1 else {}},
         },
         tune_config=tune.TuneConfig(
-            reuse_actors=True, max_concurrent_trials=args.max_concurrent,
+            reuse_actors=True, max_concurrent_trials=args.max_concurrent if policy.workers <= 1 else
+            concurrent_distributed(policy, list(to_run), __import__("ray").cluster_resources(), args.max_concurrent),
             trial_dirname_creator=lambda trial: TrialSpec.from_dict(trial.config["spec"]).trial_id,
+            trial_name_creator=trial_run_name,  # what trackers and logs call it; the directory stays its id
         ),
         run_config=tune.RunConfig(
             name=run_name, storage_path=storage_path, verbose=0,
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
-            callbacks=[progress], stop=StopOnStorageError(),
+            callbacks=[progress, *tracker_callbacks(getattr(args, "trackers", ()), sweep.name, storage_path,
+                                                    getattr(args, "mlflow_uri", None))],
+            stop=StopOnStorageError(),
         ),
     )
     print(f"[{sweep.name}] running {len(to_run)} trials; checkpoints in {checkpoint_root(storage_path)}, "
@@ -366,7 +374,8 @@ def launch(args: argparse.Namespace, sweep: SweepSpec, store: ResultsStore, the_
                     {"py_modules": list({id(p.shipped): p.shipped for p in plugins}.values())} if plugins else None)
     install_stop_handlers()  # again: ray.init replaced them (SIGTERM ended the driver with a C++ stack dump)
     policy = ResourcePolicy(cluster_has_gpus=ray.cluster_resources().get("GPU", 0) > 0,
-                            gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial)
+                            gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
+                            workers_per_trial=getattr(args, "workers_per_trial", None))
     the_plan["resources"] = resource_asks(the_plan["to_run_specs"], policy)  # now that the GPUs are known
     check_feasible([r["per_trial"] for r in the_plan["resources"]], node_capacities())
     add_bill(the_plan, store, policy, cluster_resources(where), args.max_concurrent, args.keep_checkpoints)

@@ -13,7 +13,7 @@ def test_preset_sizes():
     assert sizes == {"quickstart": 100 + 4 * 5 * 2, "fig1": 5 * 13 * 3, "fig6": 12 * 5 * 13 * 3,
                      "layer-collapse": 5 * 25 * 3, "iterative-snip": 4 * 13 * 3, "train-mode": 4 * 13 * 3,
                      "sanity-checks": 2 * 5 * 5 * 13 * 3, "effective-sparsity": 11 * 25 * 3, "iterative": 6 * 13 * 3,
-                     "baselines-2024": 2 * 15 * 11 * 3}
+                     "baselines-2024": 2 * 15 * 11 * 3, "imagenet": 5 * 13 * 3}
     # What runs: at 1x one dense trial per (pair, seed), and one reinit dense trial where reinit is in the grid.
     shared = {name: len(PRESETS[name].trials()) for name in PRESETS.names()}
     assert shared == {"quickstart": 140 - 28 + 2 * 2 + 2, "fig1": 195 - 5 * 3 + 3, "fig6": 2340 - 12 * 5 * 3 + 12 * 3,
@@ -21,7 +21,7 @@ def test_preset_sizes():
                       "sanity-checks": 1950 - 2 * 25 * 3 + 2 * 2 * 3, "effective-sparsity": 825 - 33 + 3,
                       "iterative": 234 - 18 + 3,
                       # imp's 1x trials are its own (it trains before it cuts); the 14 other variants share one
-                      "baselines-2024": 990 - 2 * 15 * 3 + 2 * 3 + 2 * 3}
+                      "baselines-2024": 990 - 2 * 15 * 3 + 2 * 3 + 2 * 3, "imagenet": 195 - 5 * 3 + 3}
 
 
 def test_research_presets_hold_the_asked_grids():

@@ -39,6 +39,7 @@ from results_store.lease import Heartbeat, acquire, default_holder, holder_of
 from results_store.masks import PackedMask, write_masks
 from trainables import data
 from trainables.checkpoints import TrialCheckpoints, rng_state, set_rng_state
+from trainables.distributed import workers_of
 from trainables.imp import fresh_imp_state, imp_prune, train_batches
 from trainables.memory import ShareTooSmallError
 from trainables.initial_prune import initial_model, prune_at_init
@@ -294,7 +295,12 @@ def run_trial(config: Dict[str, Any]) -> None:
             return
         with Heartbeat(lease) if lease is not None else contextlib.nullcontext() as heartbeat:
             setting.heartbeat = heartbeat
-            train_and_record(setting)
+            if workers_of(config) > 1:  # a Ray Train TorchTrainer under this trial's lease (trainables/distributed.py)
+                from trainables import distributed
+
+                distributed.train_and_record(setting)
+            else:
+                train_and_record(setting)
     finally:
         if lease is not None:
             lease.release()

@@ -9,6 +9,13 @@ labels) on the device, and an epoch of either is a pure function of (seed, epoch
 
 A trial calls `train_batches` / `test_batches`; a dataset is read once per
 process and moved once per device (`device_tensors`), until `clear_cache`.
+
+A trial on N workers passes `shard=(rank, N)`: `batch_size` stays the global
+batch, and rank r gets positions r, r+N, ... of each global batch of the same
+(seed, epoch) order (`shard_positions`), so the N ranks together see exactly
+the one-worker batches, with the order padded to a multiple of N by wrapping to
+its head (as torch's DistributedSampler does) so every rank runs equally many
+steps.
 """
 from __future__ import annotations
 
@@ -35,6 +42,24 @@ DEFAULT_LOADER_WORKERS = 8
 IMAGENET_CROP_SCALE = (0.2, 1.0)
 
 
+def shard_positions(count: int, batch_size: int, drop_last: bool, shard: Tuple[int, int]) -> List[torch.Tensor]:
+    """Rank `shard[0]` of `shard[1]`'s positions (into the epoch's order) in each global batch.
+
+    The order is padded to a multiple of the world size by wrapping to its
+    head (at most world - 1 examples seen twice an epoch), so every rank gets
+    the same number of batches, none empty: an uneven count would hang DDP.
+    """
+    rank, world = shard
+    if not 0 <= rank < world:
+        raise ValueError(f"shard rank must be in [0, {world}), got {rank}")
+    if batch_size % world:
+        raise ValueError(f"the global batch {batch_size} does not split evenly over {world} workers")
+    padded = count + (-count) % world
+    positions = torch.arange(padded) % count
+    batches = padded // batch_size if drop_last else math.ceil(padded / batch_size)
+    return [positions[b * batch_size:(b + 1) * batch_size][rank::world] for b in range(batches)]
+
+
 def canonical_device(device: Device) -> torch.device:
     """`device` with its index filled in, so 'cuda' and 'cuda:0' share one cached copy."""
     device = torch.device(device)
@@ -53,7 +78,8 @@ class TensorBatches:
     """
 
     def __init__(self, images_u8: torch.Tensor, labels: torch.Tensor, info: DatasetInfo, batch_size: int,
-                 device: Device, train: bool, seed: int, epoch: int = 0, drop_last: bool = False) -> None:
+                 device: Device, train: bool, seed: int, epoch: int = 0, drop_last: bool = False,
+                 shard: Tuple[int, int] = (0, 1)) -> None:
         if images_u8.dtype != torch.uint8 or images_u8.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images_u8.dtype} {tuple(images_u8.shape)}")
         if labels.shape != (images_u8.shape[0],):
@@ -69,13 +95,19 @@ class TensorBatches:
         self.seed = integer_at_least("seed", seed, 0)
         self.epoch = integer_at_least("epoch", epoch, 0)
         self.drop_last = drop_last
+        self.shard = shard
+        if shard[1] > 1 and not train:
+            raise ValueError("only the train split is sharded")
         self._normalise = Normaliser(info, self.device)
 
     def __len__(self) -> int:
-        count = self.images.shape[0]
+        count = self.images.shape[0] + (-self.images.shape[0]) % self.shard[1]
         return count // self.batch_size if self.drop_last else math.ceil(count / self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
+        if self.shard[1] > 1:
+            yield from self._sharded()
+            return
         count = self.images.shape[0]
         order: Optional[torch.Tensor] = None
         params: Optional[CropFlip] = None
@@ -94,6 +126,22 @@ class TensorBatches:
                 images, labels = self.images[index], self.labels[index]
             if params is not None:
                 images = crop_flip(images, self.info.crop_padding, CropFlip(*(p[start:stop] for p in params)))
+            yield self._normalise(images), labels
+
+    def _sharded(self) -> Iterator[Batch]:
+        """This rank's part of each global batch of the epoch's (seed, epoch) order and crop/flip draw."""
+        count = self.images.shape[0]
+        generator = epoch_generator(self.seed, self.epoch)
+        order = torch.randperm(count, generator=generator).to(self.device)
+        params: Optional[CropFlip] = None
+        if self.info.augment == "crop_flip":
+            params = CropFlip(*(p.to(self.device) for p in draw_crop_flip(count, self.info.crop_padding, generator)))
+        for positions in shard_positions(count, self.batch_size, self.drop_last, self.shard):
+            positions = positions.to(self.device)
+            index = order[positions]
+            images, labels = self.images[index], self.labels[index]
+            if params is not None:
+                images = crop_flip(images, self.info.crop_padding, CropFlip(*(p[positions] for p in params)))
             yield self._normalise(images), labels
 
 
@@ -156,7 +204,7 @@ class FolderBatches:
 
     def __init__(self, folder: torchvision.datasets.ImageFolder, info: DatasetInfo, batch_size: int, device: Device,
                  train: bool, seed: int, epoch: int = 0, drop_last: bool = False,
-                 num_workers: int = DEFAULT_LOADER_WORKERS) -> None:
+                 num_workers: int = DEFAULT_LOADER_WORKERS, shard: Tuple[int, int] = (0, 1)) -> None:
         self.folder = folder
         self.info = info
         self.batch_size = integer_at_least("batch_size", batch_size)
@@ -166,10 +214,13 @@ class FolderBatches:
         self.epoch = integer_at_least("epoch", epoch, 0)
         self.drop_last = drop_last
         self.num_workers = integer_at_least("num_workers", num_workers, 0)
+        self.shard = shard
+        if shard[1] > 1 and not train:
+            raise ValueError("only the train split is sharded")
         self._normalise = Normaliser(info, self.device)
 
     def __len__(self) -> int:
-        count = len(self.folder)
+        count = len(self.folder) + (-len(self.folder)) % self.shard[1]
         return count // self.batch_size if self.drop_last else math.ceil(count / self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
@@ -180,11 +231,19 @@ class FolderBatches:
         else:
             generator, order = seeded_generator(STREAM_EPOCH, 0, 0), None
             items = FolderItems(self.folder, imagenet_transform(False))
-        loader = torch.utils.data.DataLoader(
-            items, batch_size=self.batch_size, sampler=order, num_workers=self.num_workers,
-            pin_memory=self.device.type == "cuda", drop_last=self.drop_last,
-            generator=generator,  # workers' base seed comes from here, not the trainer's global RNG
-        )
+        if self.shard[1] > 1:
+            assert order is not None
+            batches = [[order[p] for p in positions.tolist()]
+                       for positions in shard_positions(len(order), self.batch_size, self.drop_last, self.shard)]
+            loader = torch.utils.data.DataLoader(
+                items, batch_sampler=batches, num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+                generator=generator)
+        else:
+            loader = torch.utils.data.DataLoader(
+                items, batch_size=self.batch_size, sampler=order, num_workers=self.num_workers,
+                pin_memory=self.device.type == "cuda", drop_last=self.drop_last,
+                generator=generator,  # workers' base seed comes from here, not the trainer's global RNG
+            )
         for images, labels in loader:
             images = images.to(self.device, non_blocking=True)
             yield self._normalise(images), labels.to(self.device, non_blocking=True)
@@ -247,17 +306,19 @@ def image_folder(data_spec: DataSpec, split: str, data_dir: Optional[Union[str, 
 
 def train_batches(data_spec: DataSpec, data_dir: Optional[Union[str, os.PathLike]], batch_size: int,
                   device: Device, seed: int, epoch: int, *, download: bool = True, drop_last: bool = False,
-                  num_workers: int = DEFAULT_LOADER_WORKERS) -> Union[TensorBatches, FolderBatches]:
-    """Epoch `epoch` of the train split: shuffled and augmented, a pure function of (seed, epoch).
+                  num_workers: int = DEFAULT_LOADER_WORKERS, shard: Tuple[int, int] = (0, 1),
+                  ) -> Union[TensorBatches, FolderBatches]:
+    """Epoch `epoch` of the train split: shuffled and augmented, a pure function of (seed, epoch); with `shard`
+    (rank, world size) this rank's part of every global batch of `batch_size`.
 
     `num_workers` only matters for ImageNet (DataLoader workers).
     """
     info = dataset_info(data_spec)
     if not info.tensor_resident:
         return FolderBatches(image_folder(data_spec, "train", data_dir), info, batch_size, device, True, seed, epoch,
-                             drop_last, num_workers)
+                             drop_last, num_workers, shard)
     images, labels = device_tensors(data_spec, "train", data_dir, device, download=download)
-    return TensorBatches(images, labels, info, batch_size, device, True, seed, epoch, drop_last)
+    return TensorBatches(images, labels, info, batch_size, device, True, seed, epoch, drop_last, shard)
 
 
 def test_batches(data_spec: DataSpec, data_dir: Optional[Union[str, os.PathLike]], batch_size: int,
