@@ -217,4 +217,7 @@ def test_two_groups_holding_a_trial_keep_exactly_one_copy(location):
 
     assert (report.evicted, report.already_compacted) == (2, 3)
     assert_once(location, ["A", "C", "E"])
-    assert sorted(os.listdir(os.path.join(location, "trials", "compacted")))[0] == "part-1111.parquet"  # kept whole
+    # part-1111 is kept whole; the other two groups lose their copy of A (a rewritten group gets a fresh random
+    # name, which may sort anywhere: a test that took the first name failed whenever it began with "0")
+    names = set(os.listdir(os.path.join(location, "trials", "compacted")))
+    assert "part-1111.parquet" in names and not names & {"part-2222.parquet", "part-3333.parquet"}
