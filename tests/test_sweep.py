@@ -188,8 +188,9 @@ def test_losing_a_node_mid_sweep_resumes_its_trials_from_checkpoints(tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--preset", "fig7"], "unknown preset 'fig7' (did you mean 'fig6'?); valid presets: baselines-2024, effective-sparsity, fig1, fig6, iterative, iterative-snip, layer-collapse, quickstart, "
-                           "sanity-checks, train-mode"),
+    (["--preset", "fig7"], "unknown preset 'fig7' (did you mean 'fig6'?); valid presets: baselines-2024, "
+                           "effective-sparsity, fig1, fig6, imagenet, iterative, iterative-snip, layer-collapse, "
+                           "quickstart, sanity-checks, train-mode"),
     (["--models", "vgg17"], "unknown model 'vgg17' (did you mean 'vgg19'?); valid models: "),
     (["--algorithms", "synflow,snap"], "unknown algorithm 'snap' (did you mean 'snip'?); valid algorithms: "),
     (["--datasets", "svhn"], "unknown dataset 'svhn'; valid datasets: "),
