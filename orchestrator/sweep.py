@@ -34,7 +34,7 @@ from common.cli import OneLineArgumentParser, program
 from common.plugins import load_plugins
 from common.vocabulary import BUILTIN_ALGORITHMS, DENSE_ALGORITHM, LR_SCHEDULES, OPTIMIZERS
 from orchestrator.grid import GRID_AXES, PRESETS, SweepSpec, with_overrides
-from orchestrator.trackers import check_trackers, parse_trackers
+from orchestrator.trackers import check_trackers, parse_trackers, where_curves_are
 
 
 DEFAULT_STORE = "results"
@@ -119,9 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     live = ap.add_argument_group("live curves (each trial's epochs as they train; README, \"Running sweeps\")")
     live.add_argument("--log-to", metavar="TRACKERS",
                       help="comma-separated: tensorboard (event files in each trial's directory under the storage "
-                           "path), mlflow (pip install -e \".[mlflow]\")")
+                           "path), mlflow (pip install -e \".[mlflow]\"), wandb (pip install -e \".[wandb]\")")
     live.add_argument("--mlflow-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else "
                                            "STORAGE_PATH/mlruns); the experiment is the sweep's name")
+    live.add_argument("--wandb-project", help="W&B project (default $WANDB_PROJECT, else prune-sweep); each sweep is a "
+                                              "group; WANDB_MODE=offline keeps runs in each trial's directory")
     return ap
 
 
@@ -255,6 +257,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 if missing:
                     print(f"error: {missing[0]} (or pass --skip-data-check if only the workers hold it)", file=sys.stderr)
                     return 2
+            for line in where_curves_are(args.trackers, sweep.name, args.storage_path, args.mlflow_uri,
+                                         args.wandb_project):
+                print(f"[{sweep.name}] {line}", file=sys.stderr)
             outcome.update(launch(args, sweep, store, the_plan))
         elif not args.json:
             print_plan(the_plan, False, "")

@@ -1,4 +1,4 @@
-"""Live curves in the trackers researchers already use: TensorBoard, MLflow (`--log-to`).
+"""Live curves in the trackers researchers already use: TensorBoard, MLflow, W&B (`--log-to`).
 
 Each is Ray Tune's own logger callback, narrowed to what a researcher reads: every
 run is named for its trial (`run_name`), its config is the trial's description
@@ -15,11 +15,12 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from common.checks import UsageError, did_you_mean
 
-TRACKERS = ("tensorboard", "mlflow")
+TRACKERS = ("tensorboard", "mlflow", "wandb")
 # The module each tracker needs, and the extra that installs it (tensorboardX ships with the default install).
-_NEEDS = {"tensorboard": ("tensorboardX", None), "mlflow": ("mlflow", "mlflow")}
+_NEEDS = {"tensorboard": ("tensorboardX", None), "mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
 EPOCH_METRICS = ("epoch", "train_loss", "test_loss", "top1", "top5", "lr", "seconds")  # the store's `epochs` row
 EPOCH_STATUSES = ("running", "completed", "diverged")  # the reports of trainables/trial.py that carry an epoch row
+DEFAULT_WANDB_PROJECT = "prune-sweep"
 
 
 def parse_trackers(value: Optional[str]) -> List[str]:
@@ -40,9 +41,22 @@ def check_trackers(names: Sequence[str], storage_path: str, mlflow_uri: Optional
         module, extra = _NEEDS[name]
         if importlib.util.find_spec(module) is None:
             raise UsageError(f"--log-to {name} needs the {module} package: pip install -e \".[{extra}]\"")
+    if "wandb" in names and not _wandb_can_log():
+        raise UsageError("--log-to wandb needs a W&B login: run `wandb login` or set WANDB_API_KEY; or set "
+                         "WANDB_MODE=offline to keep the runs on disk for `wandb sync`")
     if "mlflow" in names and mlflow_tracking_uri(storage_path, mlflow_uri) is None:
         raise UsageError(f"--log-to mlflow with a remote --storage-path {storage_path} needs --mlflow-uri or "
                          f"$MLFLOW_TRACKING_URI (an MLflow server, or a local or shared directory)")
+
+
+def _wandb_can_log() -> bool:
+    """Offline, or an API key to hand (W&B's own check, without a network call): else Tune's callback would fail
+    only once Ray has started."""
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled") or os.environ.get("WANDB_API_KEY"):
+        return True
+    import wandb
+
+    return bool(wandb.login(prompt=False, verify=False))
 
 
 def mlflow_tracking_uri(storage_path: str, given: Optional[str]) -> Optional[str]:
@@ -123,15 +137,39 @@ def _config_of(trial) -> Dict[str, Any]:
     return tracker_config(TrialSpec.from_dict(trial.config["spec"]), trial.config.get("sweep", ""))
 
 
-def tracker_callbacks(names: Sequence[str], sweep: str, storage_path: str,
-                      mlflow_uri: Optional[str] = None) -> List[Any]:
+def tracker_callbacks(names: Sequence[str], sweep: str, storage_path: str, mlflow_uri: Optional[str] = None,
+                      wandb_project: Optional[str] = None) -> List[Any]:
     """Tune logger callbacks for the trackers in `names` (checked by `check_trackers`)."""
     callbacks: List[Any] = []
     if "tensorboard" in names:
         callbacks.append(_tensorboard())
     if "mlflow" in names:
         callbacks.append(_mlflow(mlflow_tracking_uri(storage_path, mlflow_uri), sweep))
+    if "wandb" in names:
+        project = wandb_project or os.environ.get("WANDB_PROJECT") or DEFAULT_WANDB_PROJECT
+        callbacks.append(_wandb(project, sweep, wandb_dir(storage_path)))
     return callbacks
+
+
+def where_curves_are(names: Sequence[str], sweep: str, storage_path: str, mlflow_uri: Optional[str] = None,
+                     wandb_project: Optional[str] = None) -> List[str]:
+    """One line per tracker: where its curves go and the command that opens them."""
+    lines = []
+    if "tensorboard" in names:
+        lines.append(f"live curves: tensorboard --logdir {storage_path}")
+    if "mlflow" in names:
+        uri = mlflow_tracking_uri(storage_path, mlflow_uri)
+        opener = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("file:") else f"MLflow at {uri}"
+        lines.append(f"live curves: {opener} (experiment {sweep})")
+    if "wandb" in names:
+        project = wandb_project or os.environ.get("WANDB_PROJECT") or DEFAULT_WANDB_PROJECT
+        runs = os.path.join(wandb_dir(storage_path), "wandb")
+        if os.environ.get("WANDB_MODE") in ("offline", "disabled"):
+            lines.append(f"live curves: W&B offline runs in {runs}/offline-run-* (project {project}, group {sweep}); "
+                         f"upload with: wandb sync {runs}/offline-run-*")
+        else:
+            lines.append(f"live curves: W&B project {project}, group {sweep} (local copies in {runs})")
+    return lines
 
 
 def _tensorboard():
@@ -185,3 +223,44 @@ def _mlflow(tracking_uri: str, sweep: str):
 
     return EpochMLflowLogger(tracking_uri, experiment_name=sweep, tags={"sweep": sweep})
 
+
+def wandb_dir(storage_path: str) -> str:
+    """Where W&B keeps its run directories (`wandb/run-*`, `wandb/offline-run-*` for `wandb sync`): $WANDB_DIR, else
+    the storage path when it is local, else this directory. Never a trial's own directory: Tune copies that to the
+    storage path while the logging actor may still be writing, and an offline run's copy could keep only its header."""
+    if os.environ.get("WANDB_DIR"):
+        return os.path.abspath(os.environ["WANDB_DIR"])
+    if "://" in storage_path and not storage_path.startswith("file://"):
+        return os.getcwd()
+    return os.path.abspath(storage_path[len("file://"):] if storage_path.startswith("file://") else storage_path)
+
+
+def _wandb(project: str, sweep: str, directory: str):
+    """One W&B run per trial in the project, grouped by sweep, named for its trial."""
+    from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+
+    mode = os.environ.get("WANDB_MODE")
+
+    class FlushingActor(_WandbLoggingActor):
+        def run(self):
+            super().run()
+            # wandb.finish() hands the last records to W&B's service process; Tune kills this actor as soon as run()
+            # returns, so wait for that process to close the run's file first.
+            self._wandb.teardown()
+
+    class EpochWandbLogger(WandbLoggerCallback):
+        _logger_actor_cls = FlushingActor
+
+        def _start_logging_actor(self, trial, exclude_results, **init):
+            os.makedirs(directory, exist_ok=True)
+            init.update(config=_config_of(trial), dir=directory)
+            if mode:  # the logging actor's environment is the Ray node's, not this driver's
+                init["mode"] = mode
+            super()._start_logging_actor(trial, exclude_results, **init)
+
+        def log_trial_result(self, iteration, trial, result):
+            row = epoch_row(result)
+            if row is not None:  # the logging actor steps by training_iteration: here the epoch
+                super().log_trial_result(iteration, trial, {**row, "training_iteration": row["epoch"]})
+
+    return EpochWandbLogger(project=project, group=sweep)

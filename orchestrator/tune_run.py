@@ -300,7 +300,7 @@ def run_sweep(args: argparse.Namespace, sweep: SweepSpec, store: ResultsStore, t
             name=run_name, storage_path=storage_path, verbose=0,
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             callbacks=[progress, *tracker_callbacks(getattr(args, "trackers", ()), sweep.name, storage_path,
-                                                    getattr(args, "mlflow_uri", None))],
+                                                    getattr(args, "mlflow_uri", None), getattr(args, "wandb_project", None))],
             stop=StopOnStorageError(),
         ),
     )

@@ -1,7 +1,9 @@
-"""--log-to tensorboard,mlflow: each trial's run is named for it, holds its description, and holds exactly the
+"""--log-to tensorboard,mlflow,wandb: each trial's run is named for it, holds its description, and holds exactly the
 store's epoch rows, read back from each tracker's own files through a real sweep."""
+import json
 import os
 import pathlib
+import struct
 import subprocess
 import sys
 
@@ -53,16 +55,59 @@ def one_line_error(capsys, argv):
 def test_tracker_mistakes_are_one_line_before_anything_starts(tmp_path, capsys, monkeypatch):
     base = ["--store", str(tmp_path / "store"), "--storage-path", str(tmp_path / "ray")]
     err = one_line_error(capsys, ["--log-to", "tensorboard,mlfow", *base])
-    assert "unknown tracker 'mlfow' in --log-to (did you mean 'mlflow'?); valid: tensorboard, mlflow" in err
-    monkeypatch.setitem(sys.modules, "mlflow", None)  # as if not installed
-    err = one_line_error(capsys, ["--log-to", "tensorboard,mlflow", *base])
-    assert "--log-to mlflow needs the mlflow package: pip install -e \".[mlflow]\"" in err
-    monkeypatch.delitem(sys.modules, "mlflow")
+    assert "unknown tracker 'mlfow' in --log-to (did you mean 'mlflow'?); valid: tensorboard, mlflow, wandb" in err
+    for tracker in ("mlflow", "wandb"):
+        monkeypatch.setitem(sys.modules, tracker, None)  # as if not installed
+        err = one_line_error(capsys, ["--log-to", f"tensorboard,{tracker}", *base])
+        assert f"--log-to {tracker} needs the {tracker} package: pip install -e \".[{tracker}]\"" in err
+        monkeypatch.delitem(sys.modules, tracker)
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: never logged in to W&B
+    err = one_line_error(capsys, ["--log-to", "wandb", *base])
+    assert "--log-to wandb needs a W&B login: run `wandb login` or set WANDB_API_KEY; or set WANDB_MODE=offline" in err
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     err = one_line_error(capsys, ["--log-to", "mlflow", "--store", str(tmp_path / "store"),
                                   "--storage-path", "s3://bucket/ray"])
     assert "needs --mlflow-uri or $MLFLOW_TRACKING_URI" in err
     assert not (tmp_path / "store").exists() and not (tmp_path / "ray").exists()  # nothing ran, nothing written
+
+
+def wandb_records(path: pathlib.Path):
+    """The records of an offline run's .wandb file (W&B's LevelDB-style log: a 7-byte header, then 32 KiB blocks
+    of chunks, each after a 7-byte header of crc32c, length, type 1 full / 2 first / 3 middle / 4 last)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    ident, magic, _ = struct.unpack("<4sHB", data[:7])
+    assert ident == b":W&B" and magic == 0xBEE1
+    pos, block, pending = 7, 32768, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0 and length == 0:
+            break
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            yield pb.Record.FromString(pending)
+
+
+def read_wandb_run(run_dir: pathlib.Path):
+    """(name, group, project, config, {epoch: row}) of one offline run."""
+    (path,) = run_dir.glob("*.wandb")
+    config, rows, run = {}, {}, None
+    for record in wandb_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run = record.run
+            config.update({i.key: json.loads(i.value_json) for i in run.config.update if i.key != "_wandb"})
+        elif kind == "history":
+            row = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
+            rows[row["epoch"]] = row
+    return run.display_name, run.run_group, run.project, config, rows
 
 
 def read_tensorboard(directory: pathlib.Path):
@@ -81,15 +126,18 @@ def read_tensorboard(directory: pathlib.Path):
 
 @pytest.mark.slow
 def test_every_tracker_gets_each_trials_epoch_rows_under_its_name(tmp_path, monkeypatch):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "MLFLOW_"))}
-    env["MLFLOW_TRACKING_URI"] = f"file:{tmp_path / 'mlruns'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "WANDB_", "MLFLOW_"))}
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true", MLFLOW_TRACKING_URI=f"file:{tmp_path / 'mlruns'}")
     storage = tmp_path / "ray"
     args = [sys.executable, "-m", "orchestrator.sweep", "--num-cpus", "2", "--models", "mlp", "--datasets", "digits",
             "--algorithms", "synflow,random", "--log10-compressions", "1", "--seeds", "0", "--epochs", "2",
             "--name", "tracked", "--store", str(tmp_path / "store"), "--storage-path", str(storage),
-            "--log-to", "tensorboard,mlflow"]
+            "--log-to", "tensorboard,mlflow,wandb", "--wandb-project", "pat-tests"]
     out = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert f"live curves: tensorboard --logdir {storage}\n" in out.stderr  # where to look, before the trials run
+    assert f"live curves: mlflow ui --backend-store-uri file:{tmp_path / 'mlruns'} (experiment tracked)" in out.stderr
+    assert f"upload with: wandb sync {storage}/wandb/offline-run-*\n" in out.stderr
     trials = pd.read_parquet(tmp_path / "store" / "trials").set_index("trial_id")
     epochs = pd.read_parquet(tmp_path / "store" / "epochs")
     names = {tid: f"mlp-digits-{t.algorithm}-1e1-s0" for tid, t in trials.iterrows()}
@@ -126,3 +174,15 @@ def test_every_tracker_gets_each_trials_epoch_rows_under_its_name(tmp_path, monk
             history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, metric)}
             assert history == pytest.approx({e: row[metric] for e, row in stored[tid].items()}), metric
 
+    # W&B (offline): <storage>/wandb/offline-run-*, group = the sweep, every epoch's row.
+    runs = [read_wandb_run(run_dir) for run_dir in storage.glob("wandb/offline-run-*")]
+    assert sorted(run[0] for run in runs) == sorted(names.values())
+    for display, group, project, config, rows in runs:
+        tid = config["trial_id"]
+        assert (display, group, project) == (names[tid], "tracked", "pat-tests")
+        assert config["algorithm"] == trials.algorithm[tid] and config["sweep"] == "tracked"
+        assert config["log10_compression"] == 1.0 and config["epochs"] == 2
+        assert sorted(rows) == [1, 2]
+        for epoch, row in rows.items():
+            assert row["_step"] == epoch
+            assert {m: row[m] for m in METRICS} == pytest.approx({m: stored[tid][epoch][m] for m in METRICS})
