@@ -34,5 +34,6 @@ def storage_errno(exc: Optional[BaseException]) -> Optional[int]:
 
 
 def one_line(exc: BaseException) -> str:
+    """The first line of `exc`'s message, or its type's name when the message is empty."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

@@ -26,7 +26,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from common.locations import checkpoint_root
-from results_store.files import StoreError, filesystem_for, one_line
+from common.storage import one_line
+from results_store.files import StoreError, filesystem_for
 from results_store.lease import holder_of
 from results_store.masks import delete_masks, masks_sizes
 from results_store.store import ResultsStore

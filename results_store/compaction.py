@@ -48,7 +48,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from results_store.files import StoreFiles, join, one_line
+from common.storage import one_line
+from results_store.files import StoreFiles, join
 from results_store.journal import PREFIX, apply, journal_names, new_journal, read_journal, write_journal
 from results_store.lease import Heartbeat, Lease, LeaseHeld, acquire, default_holder, holder_of
 from results_store.scan import BAD, Check, Scan, TrialFiles, quarantine_group, quarantine_trial, read_ids, scan

@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Ty
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from common.storage import one_line
 from results_store.schema import COMPACTED, SUFFIX, TABLES
 
 T = TypeVar("T")
@@ -98,11 +99,6 @@ def is_uri(location: str) -> bool:
 
 def join(*parts: str) -> str:
     return "/".join(p.rstrip("/") if i == 0 else p.strip("/") for i, p in enumerate(parts))
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def visible_file(info: pafs.FileInfo) -> bool:

@@ -29,7 +29,8 @@ from typing import Dict, List, Optional, Set, Tuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from results_store.files import StoreError, StoreFiles, one_line
+from common.storage import one_line
+from results_store.files import StoreError, StoreFiles
 from results_store.journal import journal_names, roll_forward
 from results_store.schema import TABLES, footer_problem, trial_id_problem
 

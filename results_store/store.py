@@ -39,9 +39,10 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from common.storage import one_line
 from results_store import compaction
-from results_store.files import (StoreError, StoreFiles, check_writable, join, one_line, probe_directory,
-                                 storage_error, visible_file)
+from results_store.files import (StoreError, StoreFiles, check_writable, join, probe_directory, storage_error,
+                                 visible_file)
 from results_store.journal import hidden_trials, journal_names, roll_forward
 from results_store.scan import ATTEMPTS, OK, Scan, check_trials, quarantine, quarantine_trial, scan, scan_groups
 from results_store.schema import (COMPACTED, SAFE_TRIAL_ID, SCHEMAS, SUFFIX, TABLES, TRIAL_STATUSES, build_table,

@@ -21,7 +21,8 @@ from typing import Any, Dict, List, Optional, Sequence, Set
 
 import pyarrow as pa
 
-from results_store.files import StoreError, StoreFiles, join, one_line, store_files
+from common.storage import one_line
+from results_store.files import StoreError, StoreFiles, join, store_files
 from results_store.schema import SAFE_TRIAL_ID
 
 SWEEPS = "_sweeps"

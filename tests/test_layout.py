@@ -89,6 +89,7 @@ ONE_DEFINITION = {
     "the GPU share per dataset": r"^GPU_SHARE_BY_DATASET\s*=",
     "the prune-pass count": r"def scoring_passes\(",
     "the one-line argument parser": r"class \w*Parser\(argparse\.ArgumentParser\)",
+    "the one-line error": r"def one_line\(",
 }
 
 

@@ -3,6 +3,7 @@ import pytest
 
 from trainables.memory import GIB, MemoryEstimate, activation_elements_per_example, check_fits, estimate_training_memory
 from trainables.models import build_model
+from trainables.specs import TrainSpec
 
 
 def test_activation_count_of_a_known_network():
@@ -21,6 +22,22 @@ def test_estimate_scales_with_batch_and_precision():
     assert large.activation_bytes == 2 * small.activation_bytes
     assert half.activation_bytes * 2 == large.activation_bytes
     assert half.total == half.parameter_bytes + half.activation_bytes + 10**8 + half.context_bytes
+
+
+def test_the_estimate_counts_the_optimizers_buffers():
+    """AdamW keeps two fp32 tensors the size of the weights (exp_avg, exp_avg_sq), SGD one (its momentum buffer),
+    or none at momentum 0."""
+    model = build_model("mlp", (1, 8, 8), 10, seed=0)
+    params = sum(p.numel() for p in model.parameters())
+
+    def estimate(**train):
+        spec = TrainSpec(**train)
+        return estimate_training_memory(model, (1, 8, 8), 32, "fp32", optimizer=spec.optimizer, momentum=spec.momentum)
+
+    sgd, adamw, plain = estimate(), estimate(optimizer="adamw"), estimate(momentum=0.0)
+    assert adamw.total - sgd.total == adamw.parameter_bytes - sgd.parameter_bytes == params * 4
+    assert sgd.parameter_bytes - plain.parameter_bytes == params * 4 and plain.parameter_bytes == params * 8
+    assert (adamw.activation_bytes, adamw.data_bytes) == (sgd.activation_bytes, sgd.data_bytes)
 
 
 def test_check_fits_refuses_with_a_clear_message():

@@ -121,6 +121,19 @@ def _randomised(model):
     return model
 
 
+def _recorded(model, x):
+    """`model`'s gates on `x`, recorded on a fresh GateTape, and its output."""
+    tape = GateTape()
+    handles = tape.attach(model)
+    try:
+        with torch.no_grad():
+            out = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return tape, out
+
+
 @pytest.mark.parametrize("name", ["tiny", "vit_tiny", "mixer_tiny"])
 def test_the_gated_network_reproduces_the_real_network_on_its_data(name):
     """What the gating promises: the real network's gates on x (GELU(u)/u, the per-token LayerNorm statistics, the
@@ -128,12 +141,7 @@ def test_the_gated_network_reproduces_the_real_network_on_its_data(name):
     shape = (5, 4) if name == "tiny" else (1, 8, 8)
     model = _randomised(_TinyAttention() if name == "tiny" else build_model(name, shape, 10, 0))
     x = torch.randn(3, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
-    tape = GateTape()
-    handles = tape.attach(model)
-    with torch.no_grad():
-        want = model(x)
-    for handle in handles:
-        handle.remove()
+    tape, want = _recorded(model, x)
     kinds = {kind for kind, _ in tape.entries}
     assert {"gelu", "layernorm"} <= kinds and ("softmax" in kinds) == (name != "mixer_tiny")
     with torch.no_grad():
@@ -141,12 +149,7 @@ def test_the_gated_network_reproduces_the_real_network_on_its_data(name):
     assert tape.entries == []
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
     # the token mixing really is held fixed: other inputs through the gated copy change nothing in the gates
-    tape2 = GateTape()
-    handles = tape2.attach(model)
-    with torch.no_grad():
-        model(x)
-    for handle in handles:
-        handle.remove()
+    tape2, _ = _recorded(model, x)
     with torch.no_grad():
         other = gated_copy(model, tape2)(2 * x)
     torch.testing.assert_close(other - got, gated_copy_linear_part(model, x), rtol=1e-9, atol=1e-10)
@@ -154,12 +157,7 @@ def test_the_gated_network_reproduces_the_real_network_on_its_data(name):
 
 def gated_copy_linear_part(model, x):
     """f_gated(2x) - f_gated(x) = the gated network's linear part on x (the constants cancel): biases zeroed."""
-    tape = GateTape()
-    handles = tape.attach(model)
-    with torch.no_grad():
-        model(x)
-    for handle in handles:
-        handle.remove()
+    tape, _ = _recorded(model, x)
     linear = gated_copy(model, tape, shifts=False)
     with torch.no_grad():
         for n, p in linear.named_parameters():

@@ -1,6 +1,7 @@
 """Leases on a store, and compaction under its lease, on a real local disk.
 
-The checks are functions of a store location, so tests/test_store_s3.py runs the same ones on an S3 server.
+The checks are functions of a store location, run as tests by LeaseChecks: tests/test_store_s3.py subclasses it to
+run the same ones on an S3 server.
 """
 from __future__ import annotations
 
@@ -232,37 +233,41 @@ def location(tmp_path):
     return str(tmp_path / "results")
 
 
-def test_a_lease_is_acquired_renewed_taken_over_by_its_holder_and_released(location):
-    check_lease_cycle(location)
+class LeaseChecks:
+    """The checks above as tests, once: each backend runs them in a `Test...` subclass of its own, with its own
+    `location` fixture (this module's local directory, test_store_s3.py's S3 server) and timings."""
+    short_ttl: float  # of a lease that should go stale while the test waits
+    heartbeat_ttl: float  # of a lease a heartbeat renews every ttl / 10
+
+    def test_a_lease_is_acquired_renewed_taken_over_by_its_holder_and_released(self, location):
+        check_lease_cycle(location)
+
+    def test_stale_and_unreadable_leases_are_taken_over(self, location):
+        check_takeover_of_stale_and_unreadable_leases(location, short_ttl=self.short_ttl)
+
+    def test_a_heartbeat_renews_its_lease_and_sees_it_lost(self, location):
+        check_heartbeat(location, ttl=self.heartbeat_ttl)
+
+    def test_one_of_several_contenders_gets_a_lease(self, location):
+        check_one_winner_among_contenders(location)
+
+    def test_a_compaction_while_another_holds_the_lease_fails_and_changes_nothing(self, location):
+        check_held_compaction_changes_nothing(location)
+
+    def test_two_compactions_started_together_in_threads_compact_each_trial_once(self, location):
+        check_compactions_started_together_in_threads(location)
+
+    @pytest.mark.slow
+    def test_two_compaction_commands_started_together_compact_each_trial_once(self, location):
+        check_compactions_started_together_in_processes(location)
+
+    def test_a_rewrite_of_a_compacted_trial_waits_for_a_running_compaction(self, location, monkeypatch):
+        check_a_rewrite_waits_for_a_running_compaction(location, monkeypatch)
 
 
-def test_stale_and_unreadable_leases_are_taken_over(location):
-    check_takeover_of_stale_and_unreadable_leases(location, short_ttl=0.3)
-
-
-def test_a_heartbeat_renews_its_lease_and_sees_it_lost(location):
-    check_heartbeat(location, ttl=1.0)
-
-
-def test_one_of_several_contenders_gets_a_lease(location):
-    check_one_winner_among_contenders(location)
-
-
-def test_a_compaction_while_another_holds_the_lease_fails_and_changes_nothing(location):
-    check_held_compaction_changes_nothing(location)
-
-
-def test_two_compactions_started_together_in_threads_compact_each_trial_once(location):
-    check_compactions_started_together_in_threads(location)
-
-
-@pytest.mark.slow
-def test_two_compaction_commands_started_together_compact_each_trial_once(location):
-    check_compactions_started_together_in_processes(location)
-
-
-def test_a_rewrite_of_a_compacted_trial_waits_for_a_running_compaction(location, monkeypatch):
-    check_a_rewrite_waits_for_a_running_compaction(location, monkeypatch)
+class TestLeasesOnALocalDisk(LeaseChecks):
+    short_ttl = 0.3
+    heartbeat_ttl = 1.0
 
 
 def test_a_lease_takes_a_results_store_or_its_files_and_safe_names_only(location):

@@ -15,11 +15,7 @@ import pytest
 from results_store import ResultsStore
 from test_store import epoch_rows, layer_rows, trial_row, write_trials
 from test_store_content import check_has_trial_refuses_a_planted_copy, check_planted_copies
-from test_store_leases import (assert_once, check_a_rewrite_waits_for_a_running_compaction,
-                               check_compactions_started_together_in_processes,
-                               check_compactions_started_together_in_threads, check_held_compaction_changes_nothing,
-                               check_heartbeat, check_lease_cycle, check_one_winner_among_contenders,
-                               check_takeover_of_stale_and_unreadable_leases, snapshot)
+from test_store_leases import LeaseChecks, assert_once, snapshot
 
 BUCKET = "prune-sweep-tests"
 SETTLE = 1.0
@@ -86,37 +82,9 @@ def test_a_store_uri_may_name_its_endpoint(s3_endpoint, monkeypatch):
     assert ResultsStore(location).finished_ids() == {"t1"}
 
 
-def test_a_lease_is_acquired_renewed_taken_over_by_its_holder_and_released(location):
-    check_lease_cycle(location)
-
-
-def test_stale_and_unreadable_leases_are_taken_over(location):
-    check_takeover_of_stale_and_unreadable_leases(location, short_ttl=SETTLE + 0.5)
-
-
-def test_a_heartbeat_renews_its_lease_and_sees_it_lost(location):
-    check_heartbeat(location, ttl=4.0)
-
-
-def test_one_of_several_contenders_gets_a_lease(location):
-    check_one_winner_among_contenders(location)
-
-
-def test_a_compaction_while_another_holds_the_lease_fails_and_changes_nothing(location):
-    check_held_compaction_changes_nothing(location)
-
-
-def test_two_compactions_started_together_in_threads_compact_each_trial_once(location):
-    check_compactions_started_together_in_threads(location)
-
-
-@pytest.mark.slow
-def test_two_compaction_commands_started_together_compact_each_trial_once(location):
-    check_compactions_started_together_in_processes(location)
-
-
-def test_a_rewrite_of_a_compacted_trial_waits_for_a_running_compaction(location, monkeypatch):
-    check_a_rewrite_waits_for_a_running_compaction(location, monkeypatch)
+class TestLeasesOnS3(LeaseChecks):
+    short_ttl = SETTLE + 0.5
+    heartbeat_ttl = 4.0
 
 
 def test_a_trials_files_copied_under_another_trials_names_count_once_through_two_compactions(location):

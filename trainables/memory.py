@@ -3,7 +3,8 @@
 Several trials share one GPU through fractional Ray resources, but Ray does
 not police memory: a trial that outgrows its share takes an out-of-memory
 error down with whoever shares the device. The estimate is deliberately
-simple and conservative: weights, gradients and momentum in fp32, the
+simple and conservative: weights, gradients and the optimizer's buffers in
+fp32 (SGD's momentum, none without it; AdamW's two moments), the
 activations a backward pass keeps (measured with one batch-1 forward pass),
 the device-resident dataset, and the CUDA context.
 """
@@ -23,7 +24,7 @@ GIB = 2**30
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    parameter_bytes: int   # weights + gradients + momentum, fp32
+    parameter_bytes: int   # weights + gradients + optimizer buffers, fp32
     activation_bytes: int  # kept for backward, at the batch size and precision
     data_bytes: int        # uint8 dataset resident on the device
     context_bytes: int = CUDA_CONTEXT_BYTES
@@ -46,13 +47,25 @@ def activation_elements_per_example(model: nn.Module, input_shape: Sequence[int]
     return total
 
 
+def optimizer_buffers(optimizer: str, momentum: float) -> int:
+    """Tensors the size of the weights that torch's optimizer keeps: AdamW's exp_avg and exp_avg_sq; SGD's
+    momentum_buffer, which it does not create when momentum is 0."""
+    if optimizer == "adamw":
+        return 2
+    if optimizer == "sgd":
+        return 1 if momentum else 0
+    raise ValueError(f"no memory estimate for optimizer {optimizer!r}")
+
+
 def estimate_training_memory(model: nn.Module, input_shape: Sequence[int], batch_size: int, precision: str,
-                             dataset_bytes: int = 0) -> MemoryEstimate:
+                             dataset_bytes: int = 0, optimizer: str = "sgd", momentum: float = 0.9) -> MemoryEstimate:
+    """`optimizer` and `momentum` as in the trial's TrainSpec (its defaults here)."""
     params = sum(p.numel() for p in model.parameters())
     bytes_per_activation = 2 if precision == "bf16" else 4
     # x2: autograd keeps inputs as well as outputs of many layers (conv + BN + ReLU chains).
     activations = 2 * activation_elements_per_example(model, input_shape) * batch_size * bytes_per_activation
-    return MemoryEstimate(parameter_bytes=params * 4 * 3, activation_bytes=activations, data_bytes=dataset_bytes)
+    parameter_bytes = params * 4 * (2 + optimizer_buffers(optimizer, momentum))  # weights, grads, buffers
+    return MemoryEstimate(parameter_bytes=parameter_bytes, activation_bytes=activations, data_bytes=dataset_bytes)
 
 
 class ShareTooSmallError(MemoryError):
@@ -65,7 +78,7 @@ def check_fits(estimate: MemoryEstimate, device_bytes: int, share: float, what: 
     if estimate.total > budget:
         raise ShareTooSmallError(
             f"{what} needs about {estimate.total / GIB:.1f} GiB of GPU memory "
-            f"(weights+grads+momentum {estimate.parameter_bytes / GIB:.1f}, activations "
+            f"(weights+grads+optimizer state {estimate.parameter_bytes / GIB:.1f}, activations "
             f"{estimate.activation_bytes / GIB:.1f}, data {estimate.data_bytes / GIB:.1f}, CUDA context "
             f"{estimate.context_bytes / GIB:.1f}) but its share {share:g} of the {device_bytes / GIB:.0f} GiB GPU "
             f"is {budget / GIB:.1f} GiB; give it a larger share (--gpus-per-trial) or a smaller --batch-size"

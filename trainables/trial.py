@@ -126,7 +126,8 @@ def refuse_if_over_share(model: nn.Module, setting: Setting, info) -> None:
     if info.tensor_resident:
         images, _ = data.device_tensors(spec.data, "train", setting.data_dir, "cpu")
         dataset_bytes = int(images.numel() * 1.2)  # train + test split, uint8
-    estimate = estimate_training_memory(model, info.input_shape, spec.train.batch_size, setting.precision, dataset_bytes)
+    estimate = estimate_training_memory(model, info.input_shape, spec.train.batch_size, setting.precision, dataset_bytes,
+                                        optimizer=spec.train.optimizer, momentum=spec.train.momentum)
     total = torch.cuda.get_device_properties(setting.device).total_memory
     check_fits(estimate, total, setting.resources.get("GPU", 1.0),
                f"trial {spec.trial_id} ({spec.model.name}/{spec.data.name}, batch {spec.train.batch_size}, "
