@@ -119,3 +119,31 @@ def test_a_killed_worker_restarts_the_trial_from_its_checkpoint_on_every_rank(tm
     assert sorted(epochs.epoch) == list(range(1, 41))
     state = final_checkpoint(tmp_path)
     assert len(set(state["mask_hashes"])) == 1
+
+
+def test_rank_0_checkpoints_only_while_the_trial_holds_its_lease(tmp_path):
+    """Rank 0 runs in a Train worker, away from the Tune function's heartbeat: it reads the lease from the store
+    before each save, so a trial taken over by another sweep never gets a second writer of its checkpoints."""
+    from types import SimpleNamespace
+
+    from results_store import ResultsStore
+    from results_store.lease import acquire
+    from trainables import trial
+    from trainables.checkpoints import TrialCheckpoints
+    from trainables.distributed import LeaseWatch
+
+    store = ResultsStore(str(tmp_path / "store"))
+    ours = acquire(store, "trial-abc", ttl=0.3)
+    checkpoints = TrialCheckpoints(str(tmp_path / "checkpoints"), "abc")
+    setting = SimpleNamespace(spec=SimpleNamespace(trial_id="abc"), checkpoints=checkpoints,
+                              heartbeat=LeaseWatch(str(tmp_path / "store"), "trial-abc", ours.token))
+    trial.save(setting, {"step": 1})
+    assert checkpoints.newest()["step"] == 1
+    time.sleep(0.4)  # our lease goes stale unrenewed: nobody else holds it, so saving goes on
+    trial.save(setting, {"step": 2})
+    assert checkpoints.newest()["step"] == 2
+    assert acquire(store, "trial-abc", holder="another-host:1", ttl=60) is not None  # another sweep takes it over
+    with pytest.raises(trial.LeaseLost, match="lost the lease of trial abc: another sweep took it over"):
+        trial.save(setting, {"step": 3})
+    assert checkpoints.newest()["step"] == 2
+    assert not LeaseWatch(None, "trial-abc", ours.token).lost.is_set()  # no store: nothing to watch
