@@ -63,6 +63,7 @@ def test_two_workers_land_once_with_one_workers_masks_and_accuracy(tmp_path):
     layers2, layers1 = (pd.read_parquet(d / "store" / "layers").sort_values("layer_index") for d in (two, one))
     assert layers2.remaining.tolist() == layers1.remaining.tolist()
     assert sorted(pd.read_parquet(two / "store" / "epochs").epoch) == [1, 2, 3]
+    assert list((two / "ray" / "checkpoints" / "_ray_train").iterdir()) == []  # Train's run directory freed
     # Same masks: from inside (each rank's digest, gathered by rank 0) and against the one-worker trial's.
     state2, state1 = final_checkpoint(two), final_checkpoint(one)
     assert len(state2["mask_hashes"]) == 2 and len(set(state2["mask_hashes"])) == 1
@@ -117,6 +118,7 @@ def test_a_killed_worker_restarts_the_trial_from_its_checkpoint_on_every_rank(tm
     assert trials.restarts.item() >= 1 and trials.resumed_from_epoch.item() >= 2
     epochs = pd.read_parquet(tmp_path / "store" / "epochs")
     assert sorted(epochs.epoch) == list(range(1, 41))
+    assert list((tmp_path / "ray" / "checkpoints" / "_ray_train").iterdir()) == []  # each attempt's, failed too
     state = final_checkpoint(tmp_path)
     assert len(set(state["mask_hashes"])) == 1
 

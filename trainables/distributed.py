@@ -29,6 +29,7 @@ from rank 0's final checkpoint. Under it:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import time
@@ -37,6 +38,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from common.locations import join_location
+from results_store import filesystem_for
 from trainables import data
 from trainables.checkpoints import TrialCheckpoints
 from trainables.pruning import Masks
@@ -201,17 +204,22 @@ def run_workers(setting, workers: int) -> None:
     loop_config = {"config": setting.config, "attempt_started_at": setting.attempt_started_at,
                    "lease_token": lease.token if lease is not None else None,
                    "resources": {**per_worker, **({"GPU": 1.0} if use_gpu else {})}}
-    root = setting.config["checkpoint_root"]
+    root, run_name = join_location(setting.config["checkpoint_root"], "_ray_train"), f"{spec.trial_id}-{uuid.uuid4().hex[:6]}"
     trainer = TorchTrainer(
         worker_loop, train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=per_worker),
         run_config=ray.train.RunConfig(
-            name=f"{spec.trial_id}-{uuid.uuid4().hex[:6]}", storage_path=f"{root.rstrip('/')}/_ray_train",
+            name=run_name, storage_path=root,
             failure_config=ray.train.FailureConfig(max_failures=0),  # Tune retries the whole trial instead
             callbacks=[TuneReportCallback()]),
     )
-    trainer.fit()
+    try:
+        trainer.fit()
+    finally:  # Train's own run directory (a storage marker: the trial's checkpoints are rank 0's): one per attempt
+        fs, path = filesystem_for(join_location(root, run_name))
+        with contextlib.suppress(OSError):
+            fs.delete_dir(path)
 
 
 # --- every rank's side ----------------------------------------------------------------------------------------------
