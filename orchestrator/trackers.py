@@ -252,6 +252,14 @@ def _wandb(project: str, sweep: str, directory: str):
         _logger_actor_cls = FlushingActor
 
         def _start_logging_actor(self, trial, exclude_results, **init):
+            if not self._remote_logger_class:  # as Tune's, without restarts: a dead logger loses curves, not
+                # trials, and Ray warns about restarting an actor whose arguments live in the object store
+                import ray
+                from ray.air.integrations.wandb import _force_on_current_node
+
+                keys = {k: os.environ[k] for k in ("WANDB_API_KEY",) if k in os.environ}
+                self._remote_logger_class = ray.remote(num_cpus=0, **_force_on_current_node(), max_restarts=0,
+                                                       runtime_env={"env_vars": keys})(self._logger_actor_cls)
             os.makedirs(directory, exist_ok=True)
             init.update(config=_config_of(trial), dir=directory)
             if mode:  # the logging actor's environment is the Ray node's, not this driver's
