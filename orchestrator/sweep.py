@@ -312,6 +312,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{sweep.name}: {summary['in_store']}/{summary['trials']} trials in the store "
               f"({summary['completed']} completed, {summary['diverged']} diverged; {summary['errored']} errored, "
               f"not stored) after {format_seconds(summary['seconds'])}; store: {location}{query}")
+        for line in where_curves_are(args.trackers, sweep.name, args.storage_path, args.mlflow_uri, args.wandb_project):
+            print(f"{sweep.name}: {line.replace('live curves', 'curves')}")
     return 1 if summary["errored"] else 0
 
 

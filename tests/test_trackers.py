@@ -138,6 +138,7 @@ def test_every_tracker_gets_each_trials_epoch_rows_under_its_name(tmp_path, monk
     assert f"live curves: tensorboard --logdir {storage}\n" in out.stderr  # where to look, before the trials run
     assert f"live curves: mlflow ui --backend-store-uri file:{tmp_path / 'mlruns'} (experiment tracked)" in out.stderr
     assert f"upload with: wandb sync {storage}/wandb/offline-run-*\n" in out.stderr
+    assert f"tracked: curves: tensorboard --logdir {storage}\n" in out.stdout  # and again at the end
     trials = pd.read_parquet(tmp_path / "store" / "trials").set_index("trial_id")
     epochs = pd.read_parquet(tmp_path / "store" / "epochs")
     names = {tid: f"mlp-digits-{t.algorithm}-1e1-s0" for tid, t in trials.iterrows()}
