@@ -159,6 +159,7 @@ def plan(sweep: SweepSpec, store: ResultsStore, policy: ResourcePolicy) -> Dict:
         "log10_compressions": sorted({c for part in parts for c in part.log10_compressions}),
         "seeds": sorted({s for part in parts for s in part.seeds}),
         "resources": resource_asks(to_run, policy),
+        "workers_per_trial": policy.workers,
         "prune_passes": sum(p for p in passes.values() if p is not None),
         "imp_trials_not_counted_in_prune_passes": sum(p is None and t.prune.algorithm == "imp" for t, p in
                                                       zip(to_run, passes.values())),
@@ -215,8 +216,11 @@ def print_plan(p: Dict, as_json: bool, gpu_note: str) -> None:
               f"{pair['recipe']} [{pair['recipe_source']}]")
     for name, state in p.get("datasets", {}).items():
         print(f"  dataset {name}: {state}")
+    workers = p.get("workers_per_trial", 1)
     for r in p["resources"]:
-        print(f"  {r['trials']} trials ask for {r['per_trial']} each")
+        backend = "nccl, one GPU each" if r["per_trial"].get("GPU") else "gloo"
+        print(f"  {r['trials']} trials ask for {r['per_trial']} each"
+              + (f": {workers} DDP workers a trial ({backend}), the recipe's batch split across them" if workers > 1 else ""))
     print(f"  pruning: {p['prune_passes']:,} forward/backward passes in total"
           + (f" (+ {p['imp_trials_not_counted_in_prune_passes']} imp trials, which train to prune)"
              if p["imp_trials_not_counted_in_prune_passes"] else "")

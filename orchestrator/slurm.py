@@ -71,10 +71,14 @@ class RayOnSlurm:
         self.address = f"{self.ip}:{port}"
 
     def _start(self, node: str, index: int, role: Sequence[str]) -> None:
-        cmd = ["srun", "--nodes=1", "--ntasks=1", "-w", node, _ray_executable(), "start", *role, "--block",
-               f"--num-gpus={self.allocation.gpus}", "--disable-usage-stats"]
-        if self.allocation.cpus[index] is not None:
-            cmd.append(f"--num-cpus={self.allocation.cpus[index]}")
+        cpus = self.allocation.cpus[index]
+        # --cpus-per-task again: Slurm 22.05 to 23.02 do not pass the batch script's on to a step, and Ray told N
+        # CPUs by --num-cpus would then run its trials on the step's one.
+        cmd = ["srun", "--nodes=1", "--ntasks=1", "-w", node, *([f"--cpus-per-task={cpus}"] if cpus else []),
+               _ray_executable(), "start", *role, "--block", f"--num-gpus={self.allocation.gpus}",
+               "--disable-usage-stats"]
+        if cpus is not None:
+            cmd.append(f"--num-cpus={cpus}")
         if self.temp_dir:
             cmd.append(f"--temp-dir={self.temp_dir}")
         log = open(self.log_dir / f"{node}.log", "wb")

@@ -178,6 +178,23 @@ def check_driver_numbers(args: argparse.Namespace) -> None:
             raise UsageError(f"--{flag.replace('_', '-')} must be {lower} and <= {high:g}, got {value:g}")
 
 
+def check_workers(sweep: SweepSpec, workers: int) -> None:
+    """Before Ray starts: what a trial on several workers cannot run (else each such trial fails on its own)."""
+    if workers == 1:
+        return
+    from trainables.pruning.algorithms import ALGORITHMS
+
+    specs = sweep.trials()
+    one_worker = sorted({s.prune.algorithm for s in specs if ALGORITHMS[s.prune.algorithm].trains_between_cuts})
+    if one_worker:
+        raise UsageError(f"{', '.join(one_worker)} trains between its cuts on one worker: run it in a sweep of its "
+                         f"own without --workers-per-trial/--gpus-per-trial above 1")
+    uneven = sorted({s.train.batch_size for s in specs if s.train.batch_size % workers})
+    if uneven:
+        raise UsageError(f"batch {uneven[0]} does not split evenly over {workers} workers: choose a --batch-size "
+                         f"divisible by {workers}, or another worker count")
+
+
 def interrupted_message(args: argparse.Namespace) -> str:
     from orchestrator.stops import interrupted_line
 
@@ -227,6 +244,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             check_writable(checkpoint_root(args.storage_path), "--storage-path")
         policy = ResourcePolicy(cluster_has_gpus=args.gpus_per_trial != 0, gpus_per_trial=args.gpus_per_trial,
                                 cpus_per_trial=args.cpus_per_trial, workers_per_trial=args.workers_per_trial)
+        check_workers(sweep, policy.workers)
         the_plan = plan(sweep, store, policy)
         the_plan["plugin_modules"] = plugins
         the_plan["named"] = naming_note(args, sweep)

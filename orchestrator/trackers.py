@@ -159,8 +159,9 @@ def where_curves_are(names: Sequence[str], sweep: str, storage_path: str, mlflow
         lines.append(f"live curves: tensorboard --logdir {storage_path}")
     if "mlflow" in names:
         uri = mlflow_tracking_uri(storage_path, mlflow_uri)
-        opener = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("file:") else f"MLflow at {uri}"
-        lines.append(f"live curves: {opener} (experiment {sweep})")
+        opener = (f"MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {uri} (the UI needs pip install mlflow)"
+                  if uri.startswith("file:") else f"MLflow at {uri}")
+        lines.append(f"live curves: {opener}; experiment {sweep}")
     if "wandb" in names:
         project = wandb_project or os.environ.get("WANDB_PROJECT") or DEFAULT_WANDB_PROJECT
         runs = os.path.join(wandb_dir(storage_path), "wandb")

@@ -68,7 +68,8 @@ def collect_checkpoints(store: ResultsStore, storage_path: str, older_than: floa
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise StoreError(f"cannot list checkpoints {root}: {one_line(exc)}") from None
     report = Collected(where=root)
-    directories = [i for i in infos if i.type == pafs.FileType.Directory and not i.base_name.startswith(".")]
+    # "_ray_train": Ray Train's run directories of the trials on several workers, not a trial's checkpoints.
+    directories = [i for i in infos if i.type == pafs.FileType.Directory and not i.base_name.startswith((".", "_"))]
     if not directories:
         return report
     finished = store.finished_ids() if store.exists() else set()

@@ -149,3 +149,25 @@ def test_rank_0_checkpoints_only_while_the_trial_holds_its_lease(tmp_path):
         trial.save(setting, {"step": 3})
     assert checkpoints.newest()["step"] == 2
     assert not LeaseWatch(None, "trial-abc", ours.token).lost.is_set()  # no store: nothing to watch
+
+
+def test_tidying_up_leaves_ray_trains_run_directories_alone(tmp_path):
+    from results_store import ResultsStore
+    from results_store.collect import collect_checkpoints
+
+    run_dir = tmp_path / "ray" / "checkpoints" / "_ray_train" / "e17772fcdeacd624-2ead8a"
+    run_dir.mkdir(parents=True)  # a running trial's, on several workers
+    (tmp_path / "ray" / "checkpoints" / "0123456789abcdef").mkdir()  # an abandoned trial's, empty
+    report = collect_checkpoints(ResultsStore(str(tmp_path / "store")), str(tmp_path / "ray"))
+    assert report.abandoned == ["0123456789abcdef"] and run_dir.is_dir()
+
+
+def test_the_plan_says_how_each_trial_is_spread_over_workers(tmp_path, capsys):
+    from orchestrator.sweep import main
+
+    where = ["--store", str(tmp_path / "store"), "--storage-path", str(tmp_path / "ray")]
+    assert main(["--preset", "imagenet", "--dry-run", *where]) == 0
+    out = capsys.readouterr().out
+    assert "183 trials ask for {'CPU': 64.0, 'GPU': 8.0} each: 8 DDP workers a trial (nccl, one GPU each)" in out
+    assert main(["--models", "mlp", "--workers-per-trial", "2", "--gpus-per-trial", "0", "--dry-run", *where]) == 0
+    assert "trials ask for {'CPU': 2.0} each: 2 DDP workers a trial (gloo)" in capsys.readouterr().out

@@ -246,7 +246,8 @@ def test_a_sweep_on_a_fake_allocation_runs_on_a_real_ray_head_and_a_requeue_retr
         trials = pd.read_parquet(store / "trials")
         assert sorted(trials.algorithm) == ["random", "synflow"], trials
         calls = (tmp_path / "srun.log").read_text().splitlines()
-        assert len(calls) == 1 and calls[0].startswith(f"srun --nodes=1 --ntasks=1 -w {socket.gethostname()} ")
+        assert len(calls) == 1 and calls[0].startswith(f"srun --nodes=1 --ntasks=1 -w {socket.gethostname()} "
+                                                       f"--cpus-per-task=2 ")
         assert "--head" in calls[0] and "--num-cpus=2" in calls[0] and "--num-gpus=0" in calls[0], calls
 
         env["SLURM_RESTART_COUNT"] = "1"

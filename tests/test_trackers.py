@@ -136,7 +136,8 @@ def test_every_tracker_gets_each_trials_epoch_rows_under_its_name(tmp_path, monk
     out = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"live curves: tensorboard --logdir {storage}\n" in out.stderr  # where to look, before the trials run
-    assert f"live curves: mlflow ui --backend-store-uri file:{tmp_path / 'mlruns'} (experiment tracked)" in out.stderr
+    assert (f"live curves: MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri file:{tmp_path / 'mlruns'} "
+            f"(the UI needs pip install mlflow); experiment tracked") in out.stderr
     assert f"upload with: wandb sync {storage}/wandb/offline-run-*\n" in out.stderr
     assert f"tracked: curves: tensorboard --logdir {storage}\n" in out.stdout  # and again at the end
     trials = pd.read_parquet(tmp_path / "store" / "trials").set_index("trial_id")
