@@ -40,10 +40,10 @@ def describe_recipe(train) -> str:
     if train.optimizer == "adamw" or train.lr_schedule == "cosine":
         return (f"{train.epochs} epochs, batch {train.batch_size}, {train.optimizer} lr {train.lr:g}, "
                 + (f"cosine after {train.warmup_epochs} warmup epochs" if train.lr_schedule == "cosine" else
-                   f"x{train.lr_drop_factor:g} at epochs {', '.join(map(str, train.lr_drops)) or 'none'}")
+                   f"x{train.lr_drop_factor:g} after epochs {', '.join(map(str, train.lr_drops)) or 'none'}")
                 + f", weight decay {train.weight_decay:g}, precision {train.precision}")
     drops = ", ".join(map(str, train.lr_drops)) or "none"
-    return (f"{train.epochs} epochs, batch {train.batch_size}, lr {train.lr:g} x{train.lr_drop_factor:g} at epochs "
+    return (f"{train.epochs} epochs, batch {train.batch_size}, lr {train.lr:g} x{train.lr_drop_factor:g} after epochs "
             f"{drops}, momentum {train.momentum:g}, weight decay {train.weight_decay:g}, precision {train.precision}")
 
 
