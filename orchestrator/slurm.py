@@ -23,7 +23,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -206,7 +205,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="seconds every node has to join the head")
     parser.add_argument("--temp-dir", default=None, help="Ray's --temp-dir on every node (node-local; short)")
     parser.add_argument("--log-dir", default=None,
-                        help="where each node's `ray start` output goes (default: a new directory under $TMPDIR)")
+                        help="where each node's `ray start` output goes (default: ray-slurm-JOBID beside the job's "
+                             "output, in $SLURM_SUBMIT_DIR: node-local /tmp is wiped at the job's end)")
     parser.add_argument("--ray-start-args", default="",
                         help="more arguments for every `ray start`, e.g. '--ray-client-server-port=10002'")
     args = parser.parse_args(own)
@@ -235,7 +235,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     # `ray start --block` drains its node for 30 s on SIGTERM (for Ray Serve); the sweep has stopped by then.
     env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
-    log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix=f"ray-slurm-{allocation.job_id}-"))
+    log_dir = Path(args.log_dir or Path(os.environ.get("SLURM_SUBMIT_DIR", ".")) / f"ray-slurm-{allocation.job_id}")
     log_dir.mkdir(parents=True, exist_ok=True)
 
     signals = _Signals()

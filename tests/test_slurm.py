@@ -225,10 +225,10 @@ def test_a_sweep_on_a_fake_allocation_runs_on_a_real_ray_head_and_a_requeue_retr
     port, client_port, agent_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and not k.startswith("SLURM_")}
     env.update(PATH=f"{bin_dir}:{env['PATH']}", SLURM_JOB_ID="4242", SLURM_JOB_NODELIST=socket.gethostname(),
-               SLURM_CPUS_ON_NODE="2", SLURM_GPUS_ON_NODE="0")
+               SLURM_CPUS_ON_NODE="2", SLURM_GPUS_ON_NODE="0", SLURM_SUBMIT_DIR=str(tmp_path))
     store, storage = tmp_path / "store", tmp_path / "ray"
     cmd = [sys.executable, "-m", "orchestrator.slurm", "--port", str(port), "--temp-dir", temp_dir,
-           "--log-dir", str(tmp_path / "logs"), "--join-timeout", "120",
+           "--join-timeout", "120",
            "--ray-start-args", f"--ray-client-server-port={client_port} --dashboard-agent-listen-port={agent_port}",
            "--", "--models", "mlp", "--datasets", "digits", "--algorithms", "synflow,random",
            "--log10-compressions", "1", "--seeds", "0", "--epochs", "1",
@@ -249,6 +249,8 @@ def test_a_sweep_on_a_fake_allocation_runs_on_a_real_ray_head_and_a_requeue_retr
         assert len(calls) == 1 and calls[0].startswith(f"srun --nodes=1 --ntasks=1 -w {socket.gethostname()} "
                                                        f"--cpus-per-task=2 ")
         assert "--head" in calls[0] and "--num-cpus=2" in calls[0] and "--num-gpus=0" in calls[0], calls
+        # Each node's `ray start` output beside the job's own, on shared storage (node-local /tmp dies with the job).
+        assert "Ray runtime started" in (tmp_path / "ray-slurm-4242" / f"{socket.gethostname()}.log").read_text()
 
         env["SLURM_RESTART_COUNT"] = "1"
         again = Watched(cmd, env)
