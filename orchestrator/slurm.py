@@ -73,7 +73,7 @@ class RayOnSlurm:
         cpus = self.allocation.cpus[index]
         # --cpus-per-task again: Slurm 22.05 to 23.02 do not pass the batch script's on to a step, and Ray told N
         # CPUs by --num-cpus would then run its trials on the step's one.
-        cmd = ["srun", "--nodes=1", "--ntasks=1", "-w", node, *([f"--cpus-per-task={cpus}"] if cpus else []),
+        cmd = ["srun", "--nodes=1", "--ntasks=1", "-w", node, *([f"--cpus-per-task={cpus}"] if cpus is not None else []),
                _ray_executable(), "start", *role, "--block", f"--num-gpus={self.allocation.gpus}",
                "--disable-usage-stats"]
         if cpus is not None:

@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--mlflow-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else "
                                            "STORAGE_PATH/mlruns); the experiment is the sweep's name")
     live.add_argument("--wandb-project", help="W&B project (default $WANDB_PROJECT, else prune-sweep); each sweep is a "
-                                              "group; WANDB_MODE=offline keeps runs in each trial's directory")
+                                              "group; with WANDB_MODE=offline the runs stay in STORAGE_PATH/wandb for wandb sync")
     return ap
 
 

@@ -64,10 +64,19 @@ def mlflow_tracking_uri(storage_path: str, given: Optional[str]) -> Optional[str
     (None for a remote one: MLflow's file store cannot write to an object store)."""
     if given or os.environ.get("MLFLOW_TRACKING_URI"):
         return given or os.environ["MLFLOW_TRACKING_URI"]
+    local = local_directory(storage_path)
+    return None if local is None else "file:" + os.path.join(local, "mlruns")
+
+
+def local_directory(storage_path: str) -> Optional[str]:
+    """The storage path as an absolute local directory; None for a remote one (s3://, gs://, ...)."""
     if "://" in storage_path and not storage_path.startswith("file://"):
         return None
-    local = storage_path[len("file://"):] if storage_path.startswith("file://") else storage_path
-    return "file:" + os.path.join(os.path.abspath(local), "mlruns")
+    return os.path.abspath(storage_path[len("file://"):] if storage_path.startswith("file://") else storage_path)
+
+
+def wandb_project(given: Optional[str]) -> str:
+    return given or os.environ.get("WANDB_PROJECT") or DEFAULT_WANDB_PROJECT
 
 
 def run_name(spec) -> str:
@@ -138,7 +147,7 @@ def _config_of(trial) -> Dict[str, Any]:
 
 
 def tracker_callbacks(names: Sequence[str], sweep: str, storage_path: str, mlflow_uri: Optional[str] = None,
-                      wandb_project: Optional[str] = None) -> List[Any]:
+                      project: Optional[str] = None) -> List[Any]:
     """Tune logger callbacks for the trackers in `names` (checked by `check_trackers`)."""
     callbacks: List[Any] = []
     if "tensorboard" in names:
@@ -146,13 +155,12 @@ def tracker_callbacks(names: Sequence[str], sweep: str, storage_path: str, mlflo
     if "mlflow" in names:
         callbacks.append(_mlflow(mlflow_tracking_uri(storage_path, mlflow_uri), sweep))
     if "wandb" in names:
-        project = wandb_project or os.environ.get("WANDB_PROJECT") or DEFAULT_WANDB_PROJECT
-        callbacks.append(_wandb(project, sweep, wandb_dir(storage_path)))
+        callbacks.append(_wandb(wandb_project(project), sweep, wandb_dir(storage_path)))
     return callbacks
 
 
 def where_curves_are(names: Sequence[str], sweep: str, storage_path: str, mlflow_uri: Optional[str] = None,
-                     wandb_project: Optional[str] = None) -> List[str]:
+                     project: Optional[str] = None) -> List[str]:
     """One line per tracker: where its curves go and the command that opens them."""
     lines = []
     if "tensorboard" in names:
@@ -163,8 +171,7 @@ def where_curves_are(names: Sequence[str], sweep: str, storage_path: str, mlflow
                   if uri.startswith("file:") else f"MLflow at {uri}")
         lines.append(f"live curves: {opener}; experiment {sweep}")
     if "wandb" in names:
-        project = wandb_project or os.environ.get("WANDB_PROJECT") or DEFAULT_WANDB_PROJECT
-        runs = os.path.join(wandb_dir(storage_path), "wandb")
+        runs, project = os.path.join(wandb_dir(storage_path), "wandb"), wandb_project(project)
         if os.environ.get("WANDB_MODE") in ("offline", "disabled"):
             lines.append(f"live curves: W&B offline runs in {runs}/offline-run-* (project {project}, group {sweep}); "
                          f"upload with: wandb sync {runs}/offline-run-*")
@@ -231,9 +238,7 @@ def wandb_dir(storage_path: str) -> str:
     storage path while the logging actor may still be writing, and an offline run's copy could keep only its header."""
     if os.environ.get("WANDB_DIR"):
         return os.path.abspath(os.environ["WANDB_DIR"])
-    if "://" in storage_path and not storage_path.startswith("file://"):
-        return os.getcwd()
-    return os.path.abspath(storage_path[len("file://"):] if storage_path.startswith("file://") else storage_path)
+    return local_directory(storage_path) or os.getcwd()
 
 
 def _wandb(project: str, sweep: str, directory: str):
